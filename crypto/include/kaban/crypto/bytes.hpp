@@ -1,0 +1,33 @@
+// Byte buffers and their hex form.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kaban/result.hpp"
+
+namespace kaban::crypto {
+
+using Bytes = std::vector<std::uint8_t>;
+using ByteView = std::span<const std::uint8_t>;
+using MutableByteView = std::span<std::uint8_t>;
+
+/// Views the characters of a string as bytes (no copy).
+inline ByteView as_bytes(std::string_view s) noexcept {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+/// Lower-case hex of `data`.
+std::string to_hex(ByteView data);
+
+/// Parses hex (either case). Fails with errc::invalid_encoding on an odd length or a non-hex digit.
+Result<Bytes> from_hex(std::string_view hex);
+
+/// Compares two buffers in time that depends only on their length.
+bool constant_time_equal(ByteView a, ByteView b) noexcept;
+
+}  // namespace kaban::crypto
