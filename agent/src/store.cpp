@@ -1,1 +1,154 @@
-// in progress
+#include "kaban/agent/store.hpp"
+
+#include <sys/stat.h>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Exception.h>
+#include <sqlite3.h>
+
+#include "kaban/agent/error.hpp"
+#include "kaban/agent/migrations.hpp"
+#include "kaban/crypto/error.hpp"
+#include "kaban/crypto/key_envelope.hpp"
+#include "kaban/crypto/vfs.hpp"
+
+namespace kaban::agent {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+fs::path envelope_path(const fs::path& dir) {
+  return dir / Store::kEnvelopeFile;
+}
+fs::path database_path(const fs::path& dir) {
+  return dir / Store::kDatabaseFile;
+}
+fs::path journal_path(const fs::path& dir) {
+  return dir / (std::string(Store::kDatabaseFile) + "-journal");
+}
+
+std::error_code classify(int extended_code) noexcept {
+  if (extended_code == SQLITE_IOERR_DATA)
+    return crypto::errc::damaged;
+  if ((extended_code & 0xff) == SQLITE_NOTADB) {
+    const auto vfs = crypto::vfs_last_error_code();
+    return vfs ? vfs : std::error_code(crypto::errc::wrong_key);
+  }
+  return errc::storage_failed;
+}
+
+}  // namespace
+
+Store::Store(fs::path dir, std::unique_ptr<SQLite::Database> db)
+    : dir_(std::move(dir)), db_(std::move(db)) {}
+Store::Store(Store&&) noexcept = default;
+Store& Store::operator=(Store&&) noexcept = default;
+Store::~Store() = default;
+
+bool Store::exists(const fs::path& dir) {
+  std::error_code ec;
+  return fs::exists(envelope_path(dir), ec) || fs::exists(database_path(dir), ec);
+}
+
+Result<Store> Store::create(const fs::path& dir, std::string_view pin,
+                            const crypto::ScryptParams& kdf) {
+  if (exists(dir))
+    return errc::store_exists;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    return ec;
+  ::chmod(dir.c_str(), 0700);
+  auto key = crypto::KeyEnvelope::create(envelope_path(dir), pin, kdf);
+  if (!key) {
+    if (key.error() == std::errc::file_exists)
+      return errc::store_exists;
+    return key.error();
+  }
+  auto store = open_database(dir, key.value(), /*create=*/true);
+  if (!store) {
+    // Leave nothing half-made behind: a store without its schema would not open.
+    (void)wipe(dir);
+  }
+  return store;
+}
+
+Result<Store> Store::open(const fs::path& dir, std::string_view pin) {
+  if (!fs::exists(database_path(dir)))
+    return errc::no_store;
+  auto key = crypto::KeyEnvelope::open(envelope_path(dir), pin);
+  if (!key) {
+    if (key.error() == std::errc::no_such_file_or_directory)
+      return errc::no_store;
+    return key.error();
+  }
+  return open_database(dir, key.value(), /*create=*/false);
+}
+
+Result<Store> Store::open_with_key(const fs::path& dir, const crypto::SecretKey& data_key) {
+  if (!fs::exists(database_path(dir)))
+    return errc::no_store;
+  return open_database(dir, data_key, /*create=*/false);
+}
+
+Result<void> Store::change_pin(const fs::path& dir, std::string_view old_pin,
+                               std::string_view new_pin, const crypto::ScryptParams& kdf) {
+  if (!fs::exists(envelope_path(dir)))
+    return errc::no_store;
+  return crypto::KeyEnvelope::change_pin(envelope_path(dir), old_pin, new_pin, kdf);
+}
+
+Result<void> Store::wipe(const fs::path& dir) {
+  KABAN_TRYV(crypto::KeyEnvelope::destroy(envelope_path(dir)));
+  for (const fs::path& p : {database_path(dir), journal_path(dir)}) {
+    std::error_code ec;
+    fs::remove(p, ec);
+    if (ec)
+      return ec;
+  }
+  return ok();
+}
+
+Result<Store> Store::open_database(const fs::path& dir, const crypto::SecretKey& data_key,
+                                   bool create) {
+  KABAN_TRYV(crypto::register_vfs());
+  std::string uri = crypto::store_uri(database_path(dir), data_key);
+  const int flags = SQLite::OPEN_READWRITE | SQLite::OPEN_URI | (create ? SQLite::OPEN_CREATE : 0);
+  crypto::clear_vfs_error();
+  std::unique_ptr<SQLite::Database> db;
+  try {
+    db = std::make_unique<SQLite::Database>(uri, flags, kBusyTimeoutMs);
+    crypto::secure_wipe(uri);
+    // FULL: a transaction that returned from commit survives a crash or power loss.
+    db->exec("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+  } catch (const SQLite::Exception& e) {
+    crypto::secure_wipe(uri);
+    return classify(e.getExtendedErrorCode());
+  }
+  KABAN_TRYV(apply_migrations(*db, store_migrations()));
+  return Store(dir, std::move(db));
+}
+
+std::error_code store_error_code(const std::exception& e) noexcept {
+  if (const auto* sqlite = dynamic_cast<const SQLite::Exception*>(&e)) {
+    return classify(sqlite->getExtendedErrorCode());
+  }
+  return errc::storage_failed;
+}
+
+std::string describe_store_error(const std::exception& e) {
+  const std::error_code code = store_error_code(e);
+  const std::string detail = crypto::vfs_last_error();
+  if (code == crypto::errc::damaged) {
+    return (detail.empty() ? std::string("the store is damaged") : detail) +
+           ". Nothing was read from the damaged page and nothing was changed. The cached data "
+           "cannot be trusted: wipe this device's store and sync again.";
+  }
+  if (code == crypto::errc::wrong_key)
+    return "wrong PIN or key";
+  return std::string("the store could not be read or written: ") + e.what() +
+         ". Nothing was changed; check free disk space and permissions, then try again.";
+}
+
+}  // namespace kaban::agent

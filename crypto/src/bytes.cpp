@@ -8,9 +8,12 @@ namespace kaban::crypto {
 namespace {
 
 int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 
@@ -27,12 +30,14 @@ std::string to_hex(ByteView data) {
 }
 
 Result<Bytes> from_hex(std::string_view hex) {
-  if (hex.size() % 2 != 0) return errc::invalid_encoding;
+  if (hex.size() % 2 != 0)
+    return errc::invalid_encoding;
   Bytes out(hex.size() / 2);
   for (std::size_t i = 0; i < out.size(); ++i) {
     int hi = hex_value(hex[2 * i]);
     int lo = hex_value(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return errc::invalid_encoding;
+    if (hi < 0 || lo < 0)
+      return errc::invalid_encoding;
     out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
   }
   return out;
@@ -40,6 +45,18 @@ Result<Bytes> from_hex(std::string_view hex) {
 
 bool constant_time_equal(ByteView a, ByteView b) noexcept {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace kaban::crypto
+
+namespace kaban::crypto {
+
+void secure_wipe(MutableByteView data) noexcept {
+  OPENSSL_cleanse(data.data(), data.size());
+}
+
+void secure_wipe(std::string& s) noexcept {
+  OPENSSL_cleanse(s.data(), s.size());
 }
 
 }  // namespace kaban::crypto

@@ -31,3 +31,13 @@ Result<Bytes> from_hex(std::string_view hex);
 bool constant_time_equal(ByteView a, ByteView b) noexcept;
 
 }  // namespace kaban::crypto
+
+namespace kaban::crypto {
+
+/// Overwrites `data` with zeros in a way the compiler may not elide (OPENSSL_cleanse).
+void secure_wipe(MutableByteView data) noexcept;
+
+/// secure_wipe over a string's characters (for URIs or PINs that held key material).
+void secure_wipe(std::string& s) noexcept;
+
+}  // namespace kaban::crypto

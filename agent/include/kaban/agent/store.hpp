@@ -1,0 +1,82 @@
+// Store: the device's encrypted local database (one directory, two files).
+#pragma once
+
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "kaban/crypto/scrypt.hpp"
+#include "kaban/crypto/secret_key.hpp"
+#include "kaban/result.hpp"
+
+namespace SQLite {
+class Database;
+}
+
+namespace kaban::agent {
+
+/// A store directory holds `store.db` (every page sealed by the kaban VFS, see
+/// docs/store-format.md), its transient `store.db-journal`, and `store.key` (the data key wrapped
+/// under the PIN). Opening runs the schema migrations. One Store is one SQLite connection: use it
+/// from one thread at a time. Query failures surface as SQLite::Exception from db(); pass them to
+/// describe_store_error() for words a person can act on.
+class Store {
+ public:
+  static constexpr std::string_view kDatabaseFile = "store.db";
+  static constexpr std::string_view kEnvelopeFile = "store.key";
+
+  /// Creates the directory (0700) if needed, a new data key wrapped under `pin`, and an empty
+  /// store at the latest schema. errc::store_exists if the directory already holds a store or an
+  /// envelope; nothing is changed then.
+  static Result<Store> create(const std::filesystem::path& dir, std::string_view pin,
+                              const crypto::ScryptParams& kdf = {});
+
+  /// Opens an existing store with the PIN. crypto::errc::wrong_key for a wrong PIN,
+  /// crypto::errc::damaged if page 1 or the envelope is damaged, errc::no_store if there is none,
+  /// errc::newer_schema if a newer Kaban wrote it.
+  static Result<Store> open(const std::filesystem::path& dir, std::string_view pin);
+
+  /// Opens with the data key itself (support tools and tests); same failures as open().
+  static Result<Store> open_with_key(const std::filesystem::path& dir,
+                                     const crypto::SecretKey& data_key);
+
+  /// Rewraps the data key under `new_pin`; the database is not rewritten.
+  /// crypto::errc::wrong_key if `old_pin` is wrong (nothing changes).
+  static Result<void> change_pin(const std::filesystem::path& dir, std::string_view old_pin,
+                                 std::string_view new_pin, const crypto::ScryptParams& kdf = {});
+
+  /// Crypto-shredding: destroys the envelope first, so the data is unreadable from that moment
+  /// even if removing the rest fails, then removes the database and journal. Close every Store
+  /// on `dir` first. Succeeds if there is nothing to wipe.
+  static Result<void> wipe(const std::filesystem::path& dir);
+
+  /// True if `dir` holds an envelope or a database.
+  static bool exists(const std::filesystem::path& dir);
+
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+  ~Store();
+
+  SQLite::Database& db() noexcept { return *db_; }
+  const std::filesystem::path& dir() const noexcept { return dir_; }
+
+ private:
+  Store(std::filesystem::path dir, std::unique_ptr<SQLite::Database> db);
+  static Result<Store> open_database(const std::filesystem::path& dir,
+                                     const crypto::SecretKey& data_key, bool create);
+
+  std::filesystem::path dir_;
+  std::unique_ptr<SQLite::Database> db_;
+};
+
+/// The error code behind a failure while using a store: crypto::errc::damaged for a page that
+/// failed authentication, crypto::errc::wrong_key, or errc::storage_failed.
+std::error_code store_error_code(const std::exception& e) noexcept;
+
+/// A sentence for a person: what failed (naming the damaged page when there is one), that
+/// nothing was changed, and what to do next.
+std::string describe_store_error(const std::exception& e);
+
+}  // namespace kaban::agent
