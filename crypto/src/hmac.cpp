@@ -29,12 +29,19 @@ Result<SecretKey> hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::s
   // OpenSSL's params take non-const pointers but do not write through them.
   auto ptr = [](ByteView v) { return const_cast<std::uint8_t*>(v.data()); };
   char digest[] = "SHA256";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, ptr(ikm), ikm.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, ptr(salt), salt.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, ptr(info), info.size()),
-      OSSL_PARAM_construct_end()};
+  // An empty salt or info is left out rather than passed empty, which OpenSSL rejects; HKDF
+  // then uses a zero salt, as RFC 5869 specifies.
+  OSSL_PARAM params[5];
+  OSSL_PARAM* p = params;
+  *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0);
+  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, ptr(ikm), ikm.size());
+  if (!salt.empty()) {
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, ptr(salt), salt.size());
+  }
+  if (!info.empty()) {
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, ptr(info), info.size());
+  }
+  *p = OSSL_PARAM_construct_end();
   SecretKey out(length);
   if (EVP_KDF_derive(ctx.get(), out.mutable_bytes().data(), length, params) != 1) {
     detail::take_openssl_error();
