@@ -21,11 +21,14 @@ Mac hmac_sha256(ByteView key, ByteView data) {
 }
 
 Result<SecretKey> hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::size_t length) {
-  if (length == 0 || length > 255 * kHmacSha256Size) return errc::invalid_argument;
+  if (length == 0 || length > 255 * kHmacSha256Size)
+    return errc::invalid_argument;
   detail::KdfPtr kdf(EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_HKDF, nullptr));
-  if (!kdf) detail::throw_openssl("fetch HKDF");
+  if (!kdf)
+    detail::throw_openssl("fetch HKDF");
   detail::KdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
-  if (!ctx) detail::throw_openssl("HKDF context");
+  if (!ctx)
+    detail::throw_openssl("HKDF context");
   // OpenSSL's params take non-const pointers but do not write through them.
   auto ptr = [](ByteView v) { return const_cast<std::uint8_t*>(v.data()); };
   char digest[] = "SHA256";

@@ -30,7 +30,8 @@ using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, Deleter<&EVP_KDF_CTX_free>>;
 inline std::string take_openssl_error() {
   unsigned long code = ERR_get_error();
   ERR_clear_error();
-  if (code == 0) return "unknown OpenSSL error";
+  if (code == 0)
+    return "unknown OpenSSL error";
   char buf[256];
   ERR_error_string_n(code, buf, sizeof buf);
   return buf;
@@ -41,5 +42,16 @@ inline std::string take_openssl_error() {
 [[noreturn]] inline void throw_openssl(const char* what) {
   throw std::runtime_error(std::string("OpenSSL: ") + what + ": " + take_openssl_error());
 }
+
+}  // namespace kaban::crypto::detail
+
+// Appended for sha256.cpp, aead.cpp, ed25519.cpp and x509.cpp: fetched algorithms and BIOs.
+#include <openssl/bio.h>
+
+namespace kaban::crypto::detail {
+
+using MdPtr = std::unique_ptr<EVP_MD, Deleter<&EVP_MD_free>>;
+using CipherPtr = std::unique_ptr<EVP_CIPHER, Deleter<&EVP_CIPHER_free>>;
+using BioPtr = std::unique_ptr<BIO, Deleter<&BIO_free_all>>;
 
 }  // namespace kaban::crypto::detail

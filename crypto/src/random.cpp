@@ -13,7 +13,8 @@ void random_fill(MutableByteView out) {
   std::size_t done = 0;
   while (done < out.size()) {
     const std::size_t n = std::min<std::size_t>(out.size() - done, INT_MAX);
-    if (RAND_bytes(out.data() + done, static_cast<int>(n)) != 1) detail::throw_openssl("RAND_bytes");
+    if (RAND_bytes(out.data() + done, static_cast<int>(n)) != 1)
+      detail::throw_openssl("RAND_bytes");
     done += n;
   }
 }

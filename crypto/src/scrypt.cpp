@@ -19,9 +19,11 @@ Result<SecretKey> scrypt(ByteView password, ByteView salt, const ScryptParams& p
     return errc::invalid_argument;
   }
   detail::KdfPtr kdf(EVP_KDF_fetch(nullptr, OSSL_KDF_NAME_SCRYPT, nullptr));
-  if (!kdf) detail::throw_openssl("fetch scrypt");
+  if (!kdf)
+    detail::throw_openssl("fetch scrypt");
   detail::KdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
-  if (!ctx) detail::throw_openssl("scrypt context");
+  if (!ctx)
+    detail::throw_openssl("scrypt context");
   std::uint64_t n = params.n;
   std::uint32_t r = params.r;
   std::uint32_t p = params.p;

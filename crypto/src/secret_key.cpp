@@ -35,10 +35,13 @@ SecretKey& SecretKey::operator=(SecretKey&& other) noexcept {
   return *this;
 }
 
-SecretKey::~SecretKey() { wipe(); }
+SecretKey::~SecretKey() {
+  wipe();
+}
 
 void SecretKey::wipe() noexcept {
-  if (data_) OPENSSL_cleanse(data_.get(), size_);
+  if (data_)
+    OPENSSL_cleanse(data_.get(), size_);
 }
 
 }  // namespace kaban::crypto

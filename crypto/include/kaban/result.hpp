@@ -16,7 +16,9 @@ template <class T>
 using Result = outcome::result<T, std::error_code>;
 
 /// Shorthand for `return kaban::ok();` from a Result<void> function.
-inline auto ok() { return outcome::success(); }
+inline auto ok() {
+  return outcome::success();
+}
 
 }  // namespace kaban
 
