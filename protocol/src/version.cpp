@@ -2,6 +2,8 @@
 
 namespace kaban::protocol {
 
-std::string_view kaban_version() noexcept { return KABAN_VERSION; }
+std::string_view kaban_version() noexcept {
+  return KABAN_VERSION;
+}
 
 }  // namespace kaban::protocol
