@@ -535,14 +535,29 @@ int x_close(sqlite3_file* f) {
   return rc;
 }
 
+// No exception may cross back into SQLite's C code; the only ones possible here are OpenSSL or
+// allocation failures, reported as I/O errors.
+template <class Fn>
+int guarded(int failure_rc, Fn&& fn) noexcept {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return fail(errc::internal, failure_rc, e.what());
+  }
+}
+
 int x_read(sqlite3_file* f, void* buf, int amount, sqlite3_int64 offset) {
-  return state_of(f).kind == FileKind::main_db ? read_db(f, buf, amount, offset)
-                                               : read_journal(f, buf, amount, offset);
+  return guarded(SQLITE_IOERR_READ, [&] {
+    return state_of(f).kind == FileKind::main_db ? read_db(f, buf, amount, offset)
+                                                 : read_journal(f, buf, amount, offset);
+  });
 }
 
 int x_write(sqlite3_file* f, const void* buf, int amount, sqlite3_int64 offset) {
-  return state_of(f).kind == FileKind::main_db ? write_db(f, buf, amount, offset)
-                                               : write_journal(f, buf, amount, offset);
+  return guarded(SQLITE_IOERR_WRITE, [&] {
+    return state_of(f).kind == FileKind::main_db ? write_db(f, buf, amount, offset)
+                                                 : write_journal(f, buf, amount, offset);
+  });
 }
 
 int x_truncate(sqlite3_file* f, sqlite3_int64 size) {
@@ -644,7 +659,8 @@ const char* describe_refused(int type) {
   }
 }
 
-int x_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
+int open_file(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int flags,
+              int* out_flags) {
   auto* kf = reinterpret_cast<KabanFile*>(file);
   kf->base.pMethods = nullptr;
   kf->state = nullptr;
@@ -677,16 +693,19 @@ int x_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int flag
   }
   kf->state = state.release();
   kf->base.pMethods = &kIoMethods;
-  try {
-    rc = kf->state->kind == FileKind::main_db ? open_db(file) : open_journal(file);
-  } catch (const std::exception& e) {
-    rc = fail(errc::internal, SQLITE_CANTOPEN, e.what());
-  }
+  rc = guarded(SQLITE_CANTOPEN, [&] {
+    return kf->state->kind == FileKind::main_db ? open_db(file) : open_journal(file);
+  });
   if (rc != SQLITE_OK) {
     x_close(file);
     kf->base.pMethods = nullptr;
   }
   return rc;
+}
+
+int x_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
+  file->pMethods = nullptr;
+  return guarded(SQLITE_CANTOPEN, [&] { return open_file(vfs, name, file, flags, out_flags); });
 }
 
 // The rest of the VFS is the base VFS's.
