@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Debian 12 packages the build and the tests need. Nothing else is downloaded.
 BUILD_DEPS=(cmake make g++ ccache pkg-config libboost-dev libssl-dev libsqlite3-dev
   libsqlitecpp-dev nlohmann-json3-dev libgtest-dev libcli11-dev sqlite3)
-# What `bench` adds: Debian's SQLCipher for the store comparison.
+# Baselines the benchmarks compare against (the test suite runs a short pass of each).
 BENCH_DEPS=(libsqlcipher-dev)
 
 usage() {
@@ -26,11 +26,11 @@ Commands:
 Environment:
   KABAN_BUILD_DIR   build directory (default: build/, or build-sanitize/ with KABAN_SANITIZE)
   KABAN_SANITIZE    sanitizers to build with, e.g. address,undefined
-  KABAN_TEST_LABEL  run only tests with this ctest label (unit, integration)
+  KABAN_TEST_LABEL  run only tests with this ctest label (unit, integration, bench)
   KABAN_JOBS        parallel build and test jobs (default: number of cores)
 
 Installing needs root (it uses apt-get); as another user, install the packages listed by
-'packaging/dev.sh deps' first.
+the packages named at the top of this script first.
 USAGE
 }
 
@@ -72,19 +72,22 @@ build_dir() {
   fi
 }
 
+# configure_and_build [TARGET...]: configures (tests and benchmarks on) and builds the targets,
+# or everything.
 configure_and_build() {
-  local dir
+  local dir targets=()
   dir=$(build_dir)
+  for t in "$@"; do targets+=(--target "$t"); done
   log "configuring $dir"
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DKABAN_SANITIZE="${KABAN_SANITIZE:-}" "$@" >/dev/null
-  log "building with $(jobs) jobs"
-  cmake --build "$dir" -j "$(jobs)"
+    -DKABAN_SANITIZE="${KABAN_SANITIZE:-}" -DKABAN_BUILD_TESTS=ON -DKABAN_BUILD_BENCH=ON >/dev/null
+  log "building ${*:-everything} with $(jobs) jobs"
+  cmake --build "$dir" -j "$(jobs)" "${targets[@]}"
 }
 
 cmd_test() {
-  install_missing "${BUILD_DEPS[@]}"
-  configure_and_build -DKABAN_BUILD_TESTS=ON
+  install_missing "${BUILD_DEPS[@]}" "${BENCH_DEPS[@]}"
+  configure_and_build
   local label=()
   [ -n "${KABAN_TEST_LABEL:-}" ] && label=(-L "$KABAN_TEST_LABEL")
   log "running tests"
@@ -99,16 +102,16 @@ cmd_bench() {
   fi
   shift
   install_missing "${BUILD_DEPS[@]}" "${BENCH_DEPS[@]}"
-  KABAN_BUILD_DIR=${KABAN_BUILD_DIR:-$ROOT/build-bench} \
-    configure_and_build -DKABAN_BUILD_BENCH=ON -DKABAN_BUILD_TESTS=OFF
-  "${KABAN_BUILD_DIR:-$ROOT/build-bench}/bin/kaban-bench-$name" "$@"
+  configure_and_build "kaban-bench-$name"
+  log "running bench $name"
+  "$(build_dir)/bin/kaban-bench-$name" "$@"
 }
 
 case "${1:-help}" in
   test) cmd_test ;;
   bench) shift; cmd_bench "$@" ;;
-  build) install_missing "${BUILD_DEPS[@]}"; configure_and_build ;;
-  deps) install_missing "${BUILD_DEPS[@]}"; echo "${BUILD_DEPS[*]}" ;;
+  build) install_missing "${BUILD_DEPS[@]}" "${BENCH_DEPS[@]}"; configure_and_build ;;
+  deps) install_missing "${BUILD_DEPS[@]}" "${BENCH_DEPS[@]}" ;;
   help | -h | --help) usage ;;
   *) echo "error: unknown command '$1'" >&2; usage >&2; exit 2 ;;
 esac
