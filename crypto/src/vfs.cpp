@@ -20,6 +20,7 @@ SQLITE_EXTENSION_INIT3
 #include "kaban/crypto/hmac.hpp"
 #include "kaban/crypto/random.hpp"
 #include "openssl_util.hpp"
+#include "vfs_read_ahead.hpp"
 
 namespace kaban::crypto {
 namespace {
@@ -139,7 +140,9 @@ struct FileState {
   std::array<std::uint8_t, kSaltSize> salt{};
   bool have_salt = false;
   std::optional<Aes256Gcm> pages;        // page images: the database's, or the journal's
-  std::optional<FramingCipher> framing;  // journal only
+  std::optional<Aes256Gcm> ahead_pages;  // the read-ahead worker's own cipher (database only)
+  std::unique_ptr<detail::ReadAhead> read_ahead;  // database only
+  std::optional<FramingCipher> framing;           // journal only
   NoncePool nonces;
   std::vector<std::uint8_t> scratch = std::vector<std::uint8_t>(kPageSize + 16);
   // Page 1 as last read or written, and the nonce+tag it had on disk: SQLite reads 16 bytes of the
@@ -199,10 +202,57 @@ std::array<std::uint8_t, kSaltSize + 5> page_aad(const FileState& s, std::uint32
   return aad;
 }
 
+// Authenticates and decrypts, in place, page `pgno` >= 2 as read from disk. On failure the page
+// is zeroed. Safe to call from the read-ahead worker with its own cipher.
+bool unseal_page(Aes256Gcm& gcm, const FileState& s, std::uint32_t pgno, std::uint8_t* page) {
+  std::array<std::uint8_t, kReserve> stamp;
+  std::memcpy(stamp.data(), page + kSealedSize, kReserve);
+  const auto aad = page_aad(s, pgno);
+  if (gcm.open(ByteView(stamp.data(), kNonceSize), aad, ByteView(page, kSealedSize),
+               ByteView(stamp.data() + kNonceSize, kTagSize), MutableByteView(page, kSealedSize))) {
+    std::memset(page, 0, kPageSize);
+    return false;
+  }
+  std::memset(page + kSealedSize, 0, kReserve);
+  return true;
+}
+
+// Page 1 keeps the salt where SQLite's magic goes; its cached copy serves header reads.
+int unseal_first_page(FileState& s, std::uint8_t* page) {
+  std::array<std::uint8_t, kReserve> stamp;
+  std::memcpy(stamp.data(), page + kSealedSize, kReserve);
+  if (std::memcmp(page, s.salt.data(), kSaltSize) != 0) {
+    std::memset(page, 0, kPageSize);
+    return fail(errc::damaged, SQLITE_IOERR_DATA,
+                "the store is damaged: page 1 of " + s.path + " belongs to another file");
+  }
+  const auto aad = page_aad(s, 1);
+  constexpr int kLength = kSealedSize - kSaltSize;
+  if (s.pages->open(ByteView(stamp.data(), kNonceSize), aad, ByteView(page + kSaltSize, kLength),
+                    ByteView(stamp.data() + kNonceSize, kTagSize),
+                    MutableByteView(page + kSaltSize, kLength))) {
+    std::memset(page, 0, kPageSize);
+    return fail(errc::damaged, SQLITE_IOERR_DATA,
+                "the store is damaged: page 1 of " + s.path + " failed authentication");
+  }
+  std::memcpy(page, kSqliteMagic.data(), kSaltSize);
+  std::memset(page + kSealedSize, 0, kReserve);
+  std::memcpy(s.page1.data(), page, kPageSize);
+  s.page1_stamp = stamp;
+  s.page1_valid = true;
+  return SQLITE_OK;
+}
+
 // Reads and authenticates page `pgno` into `out` (kPageSize bytes). Returns SQLITE_IOERR_SHORT_READ
 // with `out` zeroed for a page past the end of the file, as SQLite expects.
 int read_db_page(sqlite3_file* f, std::uint32_t pgno, std::uint8_t* out) {
   FileState& s = state_of(f);
+  if (s.read_ahead && pgno > 1) {
+    const bool fetched = s.read_ahead->take(pgno, out);
+    s.read_ahead->note(pgno);
+    if (fetched)
+      return SQLITE_OK;
+  }
   const sqlite3_int64 off = sqlite3_int64{pgno - 1} * kPageSize;
   int rc = real_read(f, out, kPageSize, off);
   if (rc == SQLITE_IOERR_SHORT_READ) {
@@ -216,31 +266,12 @@ int read_db_page(sqlite3_file* f, std::uint32_t pgno, std::uint8_t* out) {
   }
   if (rc != SQLITE_OK)
     return rc;
-  const int start = pgno == 1 ? kSaltSize : 0;
-  if (pgno == 1 && std::memcmp(out, s.salt.data(), kSaltSize) != 0) {
-    std::memset(out, 0, kPageSize);
-    return fail(errc::damaged, SQLITE_IOERR_DATA,
-                "the store is damaged: page 1 of " + s.path + " belongs to another file");
-  }
-  std::array<std::uint8_t, kReserve> stamp;
-  std::memcpy(stamp.data(), out + kSealedSize, kReserve);
-  const auto aad = page_aad(s, pgno);
-  const auto ec = s.pages->open(ByteView(stamp.data(), kNonceSize), aad,
-                                ByteView(out + start, kSealedSize - start),
-                                ByteView(stamp.data() + kNonceSize, kTagSize),
-                                MutableByteView(out + start, kSealedSize - start));
-  if (ec) {
-    std::memset(out, 0, kPageSize);
+  if (pgno == 1)
+    return unseal_first_page(s, out);
+  if (!unseal_page(*s.pages, s, pgno, out)) {
     return fail(errc::damaged, SQLITE_IOERR_DATA,
                 "the store is damaged: page " + std::to_string(pgno) + " of " + s.path +
                     " failed authentication (altered, swapped or copied from another file)");
-  }
-  std::memset(out + kSealedSize, 0, kReserve);
-  if (pgno == 1) {
-    std::memcpy(out, kSqliteMagic.data(), kSaltSize);
-    std::memcpy(s.page1.data(), out, kPageSize);
-    s.page1_stamp = stamp;
-    s.page1_valid = true;
   }
   return SQLITE_OK;
 }
@@ -349,6 +380,20 @@ int open_db(sqlite3_file* f) {
   if (!key)
     return fail(errc::internal, SQLITE_CANTOPEN, "cannot derive the page key");
   s.pages.emplace(key.value());
+  s.ahead_pages.emplace(key.value());
+  s.read_ahead = std::make_unique<detail::ReadAhead>(
+      [f](std::uint32_t first, std::uint32_t count, std::uint8_t* pages, bool* ok) {
+        // The base VFS's xRead is a pread on a file SQLite keeps open: safe beside the owner's
+        // calls. A short read leaves the pages past the end zeroed, and they fail to unseal.
+        FileState& st = state_of(f);
+        const sqlite3_int64 off = sqlite3_int64{first - 1} * kPageSize;
+        const int rc = real_read(f, pages, static_cast<int>(count) * kPageSize, off);
+        if (rc != SQLITE_OK && rc != SQLITE_IOERR_SHORT_READ)
+          return;
+        for (std::uint32_t i = 0; i < count; ++i) {
+          ok[i] = unseal_page(*st.ahead_pages, st, first + i, pages + i * kPageSize);
+        }
+      });
   if (size == 0)
     return SQLITE_OK;
 
@@ -528,6 +573,9 @@ int open_journal(sqlite3_file* f) {
 // ---- sqlite3_io_methods ----
 
 int x_close(sqlite3_file* f) {
+  // The read-ahead worker reads through the base file: stop it before that closes.
+  if (auto* state = reinterpret_cast<KabanFile*>(f)->state)
+    state->read_ahead.reset();
   sqlite3_file* r = real_file(f);
   const int rc = r->pMethods ? r->pMethods->xClose(r) : SQLITE_OK;
   delete reinterpret_cast<KabanFile*>(f)->state;
@@ -579,12 +627,25 @@ int x_sync(sqlite3_file* f, int flags) {
 int x_file_size(sqlite3_file* f, sqlite3_int64* size) {
   return real_size(f, size);
 }
+// Read-ahead follows the lock: pages fetched under a shared lock stay valid until it is released
+// (no other process can write meanwhile), and nothing is fetched while this connection writes.
 int x_lock(sqlite3_file* f, int level) {
   sqlite3_file* r = real_file(f);
-  return r->pMethods->xLock(r, level);
+  const int rc = r->pMethods->xLock(r, level);
+  FileState& s = state_of(f);
+  if (s.read_ahead && level >= SQLITE_LOCK_RESERVED)
+    s.read_ahead->set_writing(true);
+  return rc;
 }
 int x_unlock(sqlite3_file* f, int level) {
   sqlite3_file* r = real_file(f);
+  FileState& s = state_of(f);
+  if (s.read_ahead) {
+    if (level < SQLITE_LOCK_RESERVED)
+      s.read_ahead->set_writing(false);
+    if (level < SQLITE_LOCK_SHARED)
+      s.read_ahead->invalidate();
+  }
   return r->pMethods->xUnlock(r, level);
 }
 int x_check_reserved_lock(sqlite3_file* f, int* out) {
