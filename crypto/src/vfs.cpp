@@ -387,8 +387,8 @@ int open_db(sqlite3_file* f) {
         // calls. A short read leaves the pages past the end zeroed, and they fail to unseal.
         FileState& st = state_of(f);
         const sqlite3_int64 off = sqlite3_int64{first - 1} * kPageSize;
-        const int rc = real_read(f, pages, static_cast<int>(count) * kPageSize, off);
-        if (rc != SQLITE_OK && rc != SQLITE_IOERR_SHORT_READ)
+        const int read_rc = real_read(f, pages, static_cast<int>(count) * kPageSize, off);
+        if (read_rc != SQLITE_OK && read_rc != SQLITE_IOERR_SHORT_READ)
           return;
         for (std::uint32_t i = 0; i < count; ++i) {
           ok[i] = unseal_page(*st.ahead_pages, st, first + i, pages + i * kPageSize);
