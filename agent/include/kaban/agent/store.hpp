@@ -20,8 +20,9 @@ namespace kaban::agent {
 /// A store directory holds `store.db` (every page sealed by the kaban VFS, see
 /// docs/store-format.md), its transient `store.db-journal`, and `store.key` (the data key wrapped
 /// under the PIN). Opening runs the schema migrations. One Store is one SQLite connection: use it
-/// from one thread at a time (the VFS may run one read-ahead thread of its own per store). Query failures surface as SQLite::Exception from db(); pass them to
-/// describe_store_error() for words a person can act on.
+/// from one thread at a time (the VFS may run one read-ahead thread of its own per store). Query
+/// failures surface as SQLite::Exception from db(); pass them to describe_store_error() for words a
+/// person can act on.
 class Store {
  public:
   static constexpr std::string_view kDatabaseFile = "store.db";
