@@ -66,7 +66,7 @@ Result<Store> Store::create(const fs::path& dir, std::string_view pin,
       return errc::store_exists;
     return key.error();
   }
-  auto store = open_database(dir, key.value(), /*create=*/true);
+  auto store = open_database(dir, key.value(), Open::create);
   if (!store) {
     // Leave nothing half-made behind: a store without its schema would not open.
     (void)wipe(dir);
@@ -83,13 +83,13 @@ Result<Store> Store::open(const fs::path& dir, std::string_view pin) {
       return errc::no_store;
     return key.error();
   }
-  return open_database(dir, key.value(), /*create=*/false);
+  return open_database(dir, key.value(), Open::existing);
 }
 
 Result<Store> Store::open_with_key(const fs::path& dir, const crypto::SecretKey& data_key) {
   if (!fs::exists(database_path(dir)))
     return errc::no_store;
-  return open_database(dir, data_key, /*create=*/false);
+  return open_database(dir, data_key, Open::existing);
 }
 
 Result<void> Store::change_pin(const fs::path& dir, std::string_view old_pin,
@@ -111,10 +111,11 @@ Result<void> Store::wipe(const fs::path& dir) {
 }
 
 Result<Store> Store::open_database(const fs::path& dir, const crypto::SecretKey& data_key,
-                                   bool create) {
+                                   Open how) {
   KABAN_TRYV(crypto::register_vfs());
   std::string uri = crypto::store_uri(database_path(dir), data_key);
-  const int flags = SQLite::OPEN_READWRITE | SQLite::OPEN_URI | (create ? SQLite::OPEN_CREATE : 0);
+  const int flags =
+      SQLite::OPEN_READWRITE | SQLite::OPEN_URI | (how == Open::create ? SQLite::OPEN_CREATE : 0);
   crypto::clear_vfs_error();
   std::unique_ptr<SQLite::Database> db;
   try {

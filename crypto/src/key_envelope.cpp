@@ -112,8 +112,11 @@ Result<void> sync_directory(const std::filesystem::path& dir) {
 }
 
 // Writes `env` to a new temporary file beside `path`, syncs it, and renames it into place.
-// With `replace` false, fails with file_exists rather than replace an existing envelope.
-Result<void> install(const std::filesystem::path& path, const Envelope& env, bool replace) {
+enum class Install { as_new, replacing };
+
+// As Install::as_new, fails with file_exists rather than replace an existing envelope.
+Result<void> install(const std::filesystem::path& path, const Envelope& env, Install how) {
+  const bool replace = how == Install::replacing;
   const std::filesystem::path tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
@@ -162,7 +165,7 @@ Result<SecretKey> KeyEnvelope::create(const std::filesystem::path& path, std::st
     return std::make_error_code(std::errc::file_exists);
   SecretKey data_key = SecretKey::random(kDataKeySize);
   KABAN_TRY(env, seal_envelope(data_key, pin, params));
-  KABAN_TRYV(install(path, env, /*replace=*/false));
+  KABAN_TRYV(install(path, env, Install::as_new));
   return data_key;
 }
 
@@ -176,7 +179,7 @@ Result<void> KeyEnvelope::change_pin(const std::filesystem::path& path, std::str
   KABAN_TRY(old_env, read_envelope(path));
   KABAN_TRY(data_key, unseal_envelope(old_env, old_pin));
   KABAN_TRY(env, seal_envelope(data_key, new_pin, params));
-  return install(path, env, /*replace=*/true);
+  return install(path, env, Install::replacing);
 }
 
 Result<void> KeyEnvelope::destroy(const std::filesystem::path& path) {

@@ -64,9 +64,11 @@ class Store {
   const std::filesystem::path& dir() const noexcept { return dir_; }
 
  private:
+  enum class Open { existing, create };
+
   Store(std::filesystem::path dir, std::unique_ptr<SQLite::Database> db);
   static Result<Store> open_database(const std::filesystem::path& dir,
-                                     const crypto::SecretKey& data_key, bool create);
+                                     const crypto::SecretKey& data_key, Open how);
 
   std::filesystem::path dir_;
   std::unique_ptr<SQLite::Database> db_;
