@@ -17,6 +17,28 @@ const char* describe(errc e) noexcept {
       return "upgrading the store's schema failed; the store was left as it was";
     case errc::storage_failed:
       return "the store could not be read or written (disk full, permissions or I/O error)";
+    case errc::not_enrolled:
+      return "this device is not enrolled; run `kaban enroll LINE` with the line IT gave you";
+    case errc::already_enrolled:
+      return "this device is already enrolled here; use another --data-dir, or wipe this one";
+    case errc::server_unreachable:
+      return "the sync server could not be reached; check the network and try again later";
+    case errc::server_untrusted:
+      return "the server's certificate did not match the one this device trusts; ask IT";
+    case errc::network_failed:
+      return "the connection to the sync server broke; run the command again to resume";
+    case errc::response_too_large:
+      return "the server sent more data than this agent accepts; ask IT";
+    case errc::server_refused:
+      return "the sync server refused the request";
+    case errc::bad_response:
+      return "the sync server sent an answer this agent cannot read; update the agent or ask IT";
+    case errc::content_invalid:
+      return "downloaded content failed its signature or hash check and was discarded";
+    case errc::not_found:
+      return "no such course, lesson or file on this device";
+    case errc::interrupted:
+      return "interrupted; what was downloaded so far is kept";
   }
   return "unknown kaban.agent error";
 }

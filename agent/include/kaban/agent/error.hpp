@@ -13,6 +13,17 @@ enum class errc {
   newer_schema,      ///< the store was written by a newer Kaban
   migration_failed,  ///< a schema migration failed; the store is left at the last version
   storage_failed,    ///< SQLite failed for another reason (disk full, permissions, I/O)
+  not_enrolled,        ///< the store holds no enrollment yet
+  already_enrolled,    ///< enroll where a store with an enrollment already is
+  server_unreachable,  ///< DNS, connect or TLS handshake could not reach the server
+  server_untrusted,    ///< the server's certificate failed the CA or pin check, or its name
+  network_failed,      ///< the connection broke or timed out mid-request
+  response_too_large,  ///< the server sent more than the agent accepts for that request
+  server_refused,      ///< the server answered with an error (its message is shown)
+  bad_response,        ///< the server sent something this agent cannot read
+  content_invalid,     ///< a manifest signature or a chunk hash did not verify
+  not_found,           ///< no such course, lesson or file in the store
+  interrupted,         ///< stopped by the person (Ctrl-C) or a signal; work so far is kept
 };
 
 const std::error_category& error_category() noexcept;

@@ -1,0 +1,63 @@
+// HttpsClient: one keep-alive HTTPS connection from the agent to its sync server (Boost.Beast),
+// with a deadline on every step.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include "kaban/crypto/tls.hpp"
+#include "kaban/result.hpp"
+
+namespace kaban::agent {
+
+struct HttpsClientConfig {
+  std::string host;
+  std::uint16_t port = 0;
+  std::chrono::milliseconds connect_timeout{10'000};  ///< DNS + TCP + TLS handshake
+  std::chrono::milliseconds request_timeout{60'000};  ///< write the request, read the answer
+  std::size_t max_response_body = 64 * 1024 * 1024;
+  std::string user_agent;  ///< e.g. "kaban/0.1.0 (linux)"
+};
+
+struct HttpsResponse {
+  int status = 0;
+  std::string content_type;
+  std::string body;
+  std::map<std::string, std::string> headers;  ///< lower-case names
+};
+
+/// Connects lazily on the first request and reconnects once if a kept-alive connection was
+/// closed by the server. Not thread-safe: one client per thread (sync runs several).
+/// Failures come back as error codes: errc::server_unreachable (DNS, connect refused, timeout
+/// while connecting), errc::server_untrusted (the TLS certificate checks failed: wrong CA, pin
+/// mismatch, wrong name; describe_last_failure() says which), errc::network_failed (the
+/// connection broke or timed out mid-request), errc::response_too_large.
+class HttpsClient {
+ public:
+  HttpsClient(HttpsClientConfig config, crypto::TlsClientTrust trust,
+              std::optional<crypto::TlsClientIdentity> identity);
+  ~HttpsClient();
+  HttpsClient(HttpsClient&&) noexcept;
+  HttpsClient& operator=(HttpsClient&&) noexcept;
+
+  /// Sends one request and reads the whole answer (any status). `content_type` is sent when
+  /// `body` is not empty.
+  Result<HttpsResponse> request(std::string_view method, std::string_view target,
+                                std::string_view body = {},
+                                std::string_view content_type = "application/json");
+  /// A sentence about the last failure (e.g. the certificate problem), or "".
+  const std::string& describe_last_failure() const;
+  /// Closes the connection (sends close_notify if it is up).
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kaban::agent

@@ -1,0 +1,71 @@
+// TLS settings for Kaban's server and agent, applied to Boost.Asio SSL contexts. TLS 1.3, and 1.2
+// with ECDHE and AEAD suites only; certificates from Kaban's private PKI (see x509.hpp).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "kaban/crypto/bytes.hpp"
+#include "kaban/crypto/secret_key.hpp"
+#include "kaban/crypto/sha256.hpp"
+#include "kaban/result.hpp"
+
+namespace boost::asio::ssl {
+class context;
+}
+struct ssl_st;  // OpenSSL's SSL, as returned by an Asio ssl::stream's native_handle()
+
+namespace kaban::crypto {
+
+/// What the server presents and whom it lets in.
+struct TlsServerIdentity {
+  std::string certificate_chain_pem;  ///< the server certificate, then the CA certificate
+  SecretKey private_key_pem;          ///< PKCS#8 PEM of the server certificate's key
+  std::string client_ca_pem;          ///< client certificates must chain to this CA
+};
+
+/// Configures a context made as ssl::context::tls_server: minimum TLS 1.2, TLS 1.2 ciphers
+/// ECDHE with AES-GCM or ChaCha20-Poly1305 only, no compression, no renegotiation, the
+/// identity's chain and key. A client certificate is requested but not required (enrollment has
+/// none); one that is sent must chain to client_ca_pem or the handshake fails. Fails with
+/// errc::invalid_encoding or errc::invalid_key for bad PEM or a key that does not match.
+/// Call before the context is used; the context is then safe to share between threads.
+Result<void> configure_server_tls(boost::asio::ssl::context& ctx, const TlsServerIdentity& id);
+
+/// How the agent decides to trust the server.
+struct TlsClientTrust {
+  /// Normal operation: the server chain must end at this CA (PEM).
+  std::string ca_pem;
+  /// Enrollment: no CA known yet, only its fingerprint from the enrollment line. The server's
+  /// chain must contain a self-signed CA certificate with this SHA-256 (of its DER), and the
+  /// server certificate must verify under it. Used only when ca_pem is empty.
+  std::optional<Digest> pinned_ca_fingerprint;
+};
+
+/// A client certificate and its key, for mutual TLS.
+struct TlsClientIdentity {
+  std::string certificate_pem;
+  SecretKey private_key_pem;
+};
+
+/// Configures a context made as ssl::context::tls_client: same versions and ciphers as the
+/// server, peer verification by `trust`, and the identity if given. Fails with
+/// errc::invalid_argument if trust names neither a CA nor a fingerprint, and
+/// errc::invalid_encoding or errc::invalid_key for bad PEM. Safe to share once configured.
+Result<void> configure_client_tls(boost::asio::ssl::context& ctx, const TlsClientTrust& trust,
+                                  const TlsClientIdentity* identity);
+
+/// Per connection, before the handshake: sends `host` as SNI (unless it is an IP address) and
+/// makes the handshake fail unless the server certificate names `host` (DNS name or IP address
+/// in its subjectAltName).
+Result<void> expect_server_name(ssl_st* ssl, const std::string& host);
+
+/// After the handshake: the DER of the certificate the peer presented, empty if it sent none.
+Bytes peer_certificate_der(ssl_st* ssl);
+
+/// After a failed handshake: a short reason a person can act on, from OpenSSL's verify result
+/// (e.g. "the server's certificate is not signed by the CA this device trusts"), or "" if the
+/// failure was not a certificate check.
+std::string describe_verify_failure(ssl_st* ssl);
+
+}  // namespace kaban::crypto

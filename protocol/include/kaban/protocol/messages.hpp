@@ -1,0 +1,120 @@
+// The JSON bodies of the /v1 endpoints (see docs/protocol.md). Each type has to_json() and a
+// parse function that validates shape, limits and field values; request parsers refuse unknown
+// fields, response parsers ignore them (a newer server may add some).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kaban/result.hpp"
+
+namespace kaban::protocol {
+
+/// Body limits the server enforces per endpoint (HTTP 413 above them).
+inline constexpr std::size_t kMaxEnrollRequestSize = 16 * 1024;
+inline constexpr std::size_t kMaxCheckinRequestSize = 64 * 1024;
+/// Largest response body the agent accepts for a JSON endpoint.
+inline constexpr std::size_t kMaxJsonResponseSize = 64 * 1024 * 1024;
+/// Most changes the server puts in one page; the agent may ask for fewer.
+inline constexpr int kMaxChangesPage = 100;
+
+/// What a device says about itself. Every field is free text of at most 128 bytes, "" when
+/// unknown, except platform ("linux", "macos", "windows", "android", "ios").
+struct DeviceDescription {
+  std::string platform;
+  std::string os_version;
+  std::string model;
+  std::string name;  ///< e.g. the host name, shown to IT in `admin device list`
+  std::string agent_version;
+  friend bool operator==(const DeviceDescription&, const DeviceDescription&) = default;
+};
+
+/// POST /v1/enroll
+struct EnrollRequest {
+  std::string code;     ///< as typed; the server normalises it
+  std::string csr_pem;  ///< PKCS#10, P-256, at most 8 KiB
+  DeviceDescription device;
+};
+/// 200 answer to /v1/enroll.
+struct EnrollResponse {
+  std::string device_id;        ///< SHA-256 of the device certificate's DER, hex
+  std::string login;
+  std::string user_name;
+  std::string certificate_pem;  ///< the device certificate
+  std::string ca_pem;           ///< the server CA (its fingerprint equals the enrollment line's)
+  std::string signing_key;      ///< the content-signing Ed25519 public key, 64 hex digits
+  std::string server_epoch;     ///< names this server's database; see Cursor
+};
+
+/// POST /v1/checkin
+struct CheckinRequest {
+  DeviceDescription device;
+};
+struct CheckinResponse {
+  std::string device_id;
+  std::string login;
+  std::int64_t server_time = 0;  ///< Unix seconds
+  std::string verdict;           ///< "compliant" (policy verdicts come with device policies)
+  std::string server_epoch;
+};
+
+/// One course version made visible to the caller. `manifest` is the exact JSON text that
+/// `signature` (Ed25519, 128 hex digits) signs.
+struct CourseVersionChange {
+  std::string course_id;
+  std::int64_t version = 0;
+  std::string manifest;
+  std::string signature;
+};
+
+/// One entry of the change feed. `kind` says which member is set; an agent skips kinds it does
+/// not know.
+struct Change {
+  std::string kind;  ///< "course_version"
+  std::optional<CourseVersionChange> course_version;
+};
+
+/// 200 answer to GET /v1/changes?cursor=C&limit=N. Apply `changes`, commit, then store `cursor`;
+/// ask again while `more` is true.
+struct ChangesResponse {
+  std::vector<Change> changes;
+  std::string cursor;
+  bool more = false;
+};
+
+/// Every non-2xx answer: {"error":{"code":"...","message":"..."}}. `code` is a stable
+/// snake_case word a program can branch on; `message` is for a person.
+struct ErrorBody {
+  std::string code;
+  std::string message;
+};
+
+std::string to_json(const DeviceDescription& v);
+std::string to_json(const EnrollRequest& v);
+std::string to_json(const EnrollResponse& v);
+std::string to_json(const CheckinRequest& v);
+std::string to_json(const CheckinResponse& v);
+std::string to_json(const ChangesResponse& v);
+std::string to_json(const ErrorBody& v);
+
+Result<EnrollRequest> parse_enroll_request(std::string_view json);
+Result<EnrollResponse> parse_enroll_response(std::string_view json);
+Result<CheckinRequest> parse_checkin_request(std::string_view json);
+Result<CheckinResponse> parse_checkin_response(std::string_view json);
+Result<ChangesResponse> parse_changes_response(std::string_view json);
+Result<ErrorBody> parse_error_body(std::string_view json);
+
+/// A change-feed position: the server's epoch and the last change sequence the caller holds.
+/// On the wire it is an opaque string "EPOCH.SEQ"; "" means "from the beginning".
+struct Cursor {
+  std::string epoch;
+  std::int64_t seq = 0;
+  std::string to_string() const;
+  /// errc::invalid_value for anything but "" or EPOCH.SEQ (epoch 1..64 of [0-9a-f], seq >= 0).
+  static Result<Cursor> parse(std::string_view text);
+};
+
+}  // namespace kaban::protocol
