@@ -127,7 +127,14 @@ Result<Store> Store::open_database(const fs::path& dir, const crypto::SecretKey&
     crypto::secure_wipe(uri);
     return classify(e.getExtendedErrorCode());
   }
-  KABAN_TRYV(apply_migrations(*db, store_migrations()));
+  if (auto migrated = schema::apply_migrations(*db, store_migrations()); !migrated) {
+    const std::error_code e = migrated.error();
+    if (e == schema::errc::newer_schema)
+      return errc::newer_schema;
+    if (e == schema::errc::migration_failed)
+      return errc::migration_failed;
+    return errc::storage_failed;
+  }
   return Store(dir, std::move(db));
 }
 

@@ -8,11 +8,11 @@ namespace kaban::agent {
 /// Expected failures of kaban::agent. Store failures that come from the encryption layer
 /// (wrong PIN, damage) keep their kaban::crypto::errc codes.
 enum class errc {
-  store_exists = 1,  ///< create() where a store already is
-  no_store,          ///< open() where there is none
-  newer_schema,      ///< the store was written by a newer Kaban
-  migration_failed,  ///< a schema migration failed; the store is left at the last version
-  storage_failed,    ///< SQLite failed for another reason (disk full, permissions, I/O)
+  store_exists = 1,    ///< create() where a store already is
+  no_store,            ///< open() where there is none
+  newer_schema,        ///< the store was written by a newer Kaban
+  migration_failed,    ///< a schema migration failed; the store is left at the last version
+  storage_failed,      ///< SQLite failed for another reason (disk full, permissions, I/O)
   not_enrolled,        ///< the store holds no enrollment yet
   already_enrolled,    ///< enroll where a store with an enrollment already is
   server_unreachable,  ///< DNS, connect or TLS handshake could not reach the server

@@ -10,11 +10,11 @@ namespace kaban::protocol {
 /// too_large) on the server and to "the server sent something this agent cannot read" on the
 /// agent.
 enum class errc {
-  malformed = 1,   ///< not JSON, or not the JSON shape expected (wrong type, not an object)
-  missing_field,   ///< a required field is absent
-  unknown_field,   ///< a field this version does not know, where unknown fields are refused
-  invalid_value,   ///< a field is present but its value is out of range or badly formed
-  too_large,       ///< the message, a string or a list is over its limit
+  malformed = 1,  ///< not JSON, or not the JSON shape expected (wrong type, not an object)
+  missing_field,  ///< a required field is absent
+  unknown_field,  ///< a field this version does not know, where unknown fields are refused
+  invalid_value,  ///< a field is present but its value is out of range or badly formed
+  too_large,      ///< the message, a string or a list is over its limit
 };
 
 const std::error_category& error_category() noexcept;

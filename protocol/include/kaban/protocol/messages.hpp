@@ -40,7 +40,7 @@ struct EnrollRequest {
 };
 /// 200 answer to /v1/enroll.
 struct EnrollResponse {
-  std::string device_id;        ///< SHA-256 of the device certificate's DER, hex
+  std::string device_id;  ///< SHA-256 of the device certificate's DER, hex
   std::string login;
   std::string user_name;
   std::string certificate_pem;  ///< the device certificate

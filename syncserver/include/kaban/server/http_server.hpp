@@ -27,8 +27,8 @@ struct HttpServerConfig {
   std::chrono::milliseconds header_timeout{10'000};  ///< from the first byte to the end of headers
   std::chrono::milliseconds body_timeout{60'000};
   std::chrono::milliseconds write_timeout{60'000};
-  std::chrono::milliseconds idle_timeout{60'000};    ///< keep-alive wait for the next request
-  std::chrono::milliseconds drain_timeout{10'000};   ///< stop(): then connections are cut
+  std::chrono::milliseconds idle_timeout{60'000};   ///< keep-alive wait for the next request
+  std::chrono::milliseconds drain_timeout{10'000};  ///< stop(): then connections are cut
 };
 
 /// One request as the router sees it. The body is complete and within the route's limit.
@@ -59,8 +59,7 @@ class Router {
   /// Called once the headers are read: the most body bytes this request may carry, or
   /// std::nullopt to answer at once with the given response (404, 405...). A body above the
   /// limit gets 413 without being read. May run on any io thread, concurrently.
-  virtual std::optional<std::size_t> body_limit(const HttpRequest& head,
-                                                HttpResponse& refusal) = 0;
+  virtual std::optional<std::size_t> body_limit(const HttpRequest& head, HttpResponse& refusal) = 0;
   /// Answers a complete request. May run on any io thread, concurrently; must not throw (the
   /// session answers 500 if it does).
   virtual HttpResponse handle(const HttpRequest& request) = 0;

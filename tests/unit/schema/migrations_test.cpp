@@ -1,11 +1,11 @@
-#include "kaban/agent/migrations.hpp"
+#include "kaban/schema/migrations.hpp"
 
 #include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
 
-#include "kaban/agent/error.hpp"
+#include "kaban/agent/migrations.hpp"
 
-namespace kaban::agent {
+namespace kaban::schema {
 namespace {
 
 constexpr Migration kTwo[] = {
@@ -52,9 +52,9 @@ TEST(Migrations, NewerDatabaseIsRefused) {
 
 TEST(Migrations, StoreSchemaIsNumberedFromOne) {
   int expected = 1;
-  for (const Migration& m : store_migrations())
+  for (const Migration& m : agent::store_migrations())
     EXPECT_EQ(m.version, expected++);
 }
 
 }  // namespace
-}  // namespace kaban::agent
+}  // namespace kaban::schema
