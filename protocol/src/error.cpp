@@ -1,1 +1,31 @@
-// (being written)
+#include "kaban/protocol/error.hpp"
+
+#include "kaban/error_category.hpp"
+
+namespace kaban::protocol {
+namespace {
+
+const char* describe(errc e) noexcept {
+  switch (e) {
+    case errc::malformed:
+      return "the message is not the JSON this version of Kaban expects";
+    case errc::missing_field:
+      return "a required field is missing from the message";
+    case errc::unknown_field:
+      return "the message has a field this version of Kaban does not know";
+    case errc::invalid_value:
+      return "a field of the message has a value out of range or badly formed";
+    case errc::too_large:
+      return "the message, or a field in it, is over its size limit";
+  }
+  return "unknown kaban.protocol error";
+}
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const ErrcCategory<errc> category("kaban.protocol", describe);
+  return category;
+}
+
+}  // namespace kaban::protocol

@@ -25,7 +25,7 @@ struct EnrollmentLine {
   /// Fails with errc::malformed (not a kaban:// line), errc::missing_field or
   /// errc::invalid_value (a bad host, port, code or fingerprint). Surrounding whitespace is
   /// ignored.
-  static Result<EnrollmentLine> parse(std::string_view line);
+  static Result<EnrollmentLine> parse(std::string_view line, std::string* why = nullptr);
 };
 
 /// Normalises a typed enrollment code to "XXXX-XXXX-XXXX-XXXX": upper case, Crockford

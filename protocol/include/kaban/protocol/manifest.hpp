@@ -75,7 +75,7 @@ std::string manifest_to_json(const Manifest& manifest);
 /// adding up to its size, every chunk at most kMaxChunkSize and not empty, every lesson's file
 /// listed, no duplicate lesson ids or file paths, unknown fields refused. Fails with an errc
 /// from kaban/protocol/error.hpp.
-Result<Manifest> parse_manifest(std::string_view json);
+Result<Manifest> parse_manifest(std::string_view json, std::string* why = nullptr);
 
 /// True for an id of the form [a-z0-9][a-z0-9._-]{0,63} (course and lesson ids).
 bool is_valid_id(std::string_view id);

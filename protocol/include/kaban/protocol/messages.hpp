@@ -1,6 +1,7 @@
 // The JSON bodies of the /v1 endpoints (see docs/protocol.md). Each type has to_json() and a
 // parse function that validates shape, limits and field values; request parsers refuse unknown
-// fields, response parsers ignore them (a newer server may add some).
+// fields, response parsers ignore them (a newer server may add some). A parse failure is an errc
+// from kaban/protocol/error.hpp; when `why` is given it receives a sentence naming the field.
 #pragma once
 
 #include <cstdint>
@@ -100,12 +101,12 @@ std::string to_json(const CheckinResponse& v);
 std::string to_json(const ChangesResponse& v);
 std::string to_json(const ErrorBody& v);
 
-Result<EnrollRequest> parse_enroll_request(std::string_view json);
-Result<EnrollResponse> parse_enroll_response(std::string_view json);
-Result<CheckinRequest> parse_checkin_request(std::string_view json);
-Result<CheckinResponse> parse_checkin_response(std::string_view json);
-Result<ChangesResponse> parse_changes_response(std::string_view json);
-Result<ErrorBody> parse_error_body(std::string_view json);
+Result<EnrollRequest> parse_enroll_request(std::string_view json, std::string* why = nullptr);
+Result<EnrollResponse> parse_enroll_response(std::string_view json, std::string* why = nullptr);
+Result<CheckinRequest> parse_checkin_request(std::string_view json, std::string* why = nullptr);
+Result<CheckinResponse> parse_checkin_response(std::string_view json, std::string* why = nullptr);
+Result<ChangesResponse> parse_changes_response(std::string_view json, std::string* why = nullptr);
+Result<ErrorBody> parse_error_body(std::string_view json, std::string* why = nullptr);
 
 /// A change-feed position: the server's epoch and the last change sequence the caller holds.
 /// On the wire it is an opaque string "EPOCH.SEQ"; "" means "from the beginning".
