@@ -16,6 +16,8 @@ usage() {
 Usage: packaging/dev.sh COMMAND [ARGS]
 
 Commands:
+  demo           install what is missing, build, and show the whole flow: a server publishes the
+                 sample course, a device enrolls, syncs over mutual TLS, and reads it offline
   test           install what is missing, build, and run the whole test suite with ctest
   bench NAME     install what is missing, build the benchmarks, and run bench NAME
                  (names: $(list_benches)); extra ARGS go to the benchmark
@@ -94,6 +96,98 @@ cmd_test() {
   ctest --test-dir "$(build_dir)" --output-on-failure -j "$(jobs)" "${label[@]}"
 }
 
+# The walking skeleton, end to end, in a fresh temporary directory (kept so the person can try
+# more; nothing is left running).
+cmd_demo() {
+  install_missing "${BUILD_DEPS[@]}" "${BENCH_DEPS[@]}"
+  configure_and_build kaban kaban-server
+  local bin work server_pid="" pin="demo-pin-2468"
+  bin="$(build_dir)/bin"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/kaban-demo.XXXXXX")
+  # shellcheck disable=SC2317  # called by the trap
+  stop_server() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+      kill -TERM "$server_pid" 2>/dev/null || true
+      wait "$server_pid" 2>/dev/null || true
+    fi
+    server_pid=""
+  }
+  trap stop_server EXIT
+  step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+  run() {
+    printf '$'
+    printf ' %q' "$@"
+    printf '\n'
+    "$@"
+  }
+  local server=(kaban-server --data-dir "$work/server")
+  local device=(kaban --data-dir "$work/device")
+  export PATH="$bin:$PATH"
+
+  step "1. IT creates the server: CA, TLS certificate, content-signing key, database"
+  run "${server[@]}" init
+  step "2. The training office publishes the sample course"
+  run "${server[@]}" admin course publish "$ROOT/packaging/sample-course"
+  step "3. The server starts on a free port (its log: one JSON line per request)"
+  "${server[@]}" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/server.log" &
+  server_pid=$!
+  local waited=0
+  until grep -q "^listening on" "$work/serve.out" 2>/dev/null; do
+    if ! kill -0 "$server_pid" 2>/dev/null || [ $waited -ge 100 ]; then
+      echo "error: the server did not start:" >&2
+      cat "$work/server.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  cat "$work/serve.out"
+  local address
+  address=$(sed -n 's|^listening on https://||p' "$work/serve.out")
+  step "4. IT adds a staff member and makes her a one-time enrollment code"
+  run "${server[@]}" admin user add aiko --name "Aiko Tanaka"
+  local line
+  line=$("${server[@]}" admin enroll-code aiko --ttl 1h)
+  echo "$line"
+  step "5. Aiko enrolls her phone with that line (the PIN comes from KABAN_PIN here)"
+  KABAN_PIN=$pin run "${device[@]}" enroll "$line"
+  step "6. She syncs: check-in, signed manifest, chunks verified and stored encrypted"
+  KABAN_PIN=$pin run "${device[@]}" sync
+  run "${server[@]}" admin device list
+  step "7. The network goes away: the server stops"
+  kill -TERM "$server_pid"
+  local server_status=0
+  wait "$server_pid" || server_status=$?
+  server_pid=""
+  echo "server stopped on SIGTERM after draining its connections (exit status $server_status)"
+  tail -n 3 "$work/server.log"
+  step "8. Offline: list the courses and lessons, open a lesson from the encrypted store"
+  KABAN_PIN=$pin run "${device[@]}" courses
+  KABAN_PIN=$pin run "${device[@]}" lessons shelter-opening
+  KABAN_PIN=$pin run "${device[@]}" open shelter-opening/checklist --out "$work/checklist.pdf"
+  run cmp "$work/checklist.pdf" "$ROOT/packaging/sample-course/shelter-checklist.pdf"
+  echo "byte-identical to what was published"
+  if grep -rqa "evacuation shelter" "$work/device"; then
+    echo "error: course text found in the device's data directory" >&2
+    exit 1
+  fi
+  echo "and no course text in the device's data directory: $(ls "$work/device" | tr '\n' ' ')"
+  trap - EXIT
+
+  step "Try next"
+  cat <<NEXT
+  export KABAN_HOME=$work/device KABAN_PIN=$pin
+  kaban status                                   # server, device id, last sync
+  kaban open shelter-opening/welcome             # the HTML lesson on stdout
+  kaban open shelter-opening/tone --out tone.wav # then play it
+  kaban courses --json
+  kaban-server --data-dir $work/server serve --listen $address &   # then: kaban sync
+  kaban-server --data-dir $work/server admin device list
+  rm -rf $work                                   # when done
+  (the programs are in $bin)
+NEXT
+}
+
 cmd_bench() {
   local name=${1:-}
   if [ -z "$name" ] || [ ! -d "$ROOT/bench/$name" ]; then
@@ -108,6 +202,7 @@ cmd_bench() {
 }
 
 case "${1:-help}" in
+  demo) cmd_demo ;;
   test) cmd_test ;;
   bench) shift; cmd_bench "$@" ;;
   build) install_missing "${BUILD_DEPS[@]}" "${BENCH_DEPS[@]}"; configure_and_build ;;

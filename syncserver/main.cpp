@@ -1,20 +1,210 @@
 // kaban-server: the sync server's command-line front end over kaban::server.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
 #include <iostream>
+#include <mutex>
 
 #include <CLI/CLI.hpp>
 
 #include "kaban/protocol/version.hpp"
+#include "kaban/server/admin.hpp"
+#include "kaban/server/api.hpp"
+#include "kaban/server/data_dir.hpp"
+#include "kaban/server/http_server.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace kaban::server;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+
+int fail(const std::string& what, const std::error_code& e, const std::string& why) {
+  std::cerr << "kaban-server: " << what << ": " << (why.empty() ? e.message() : why) << '\n';
+  return kExitFailed;
+}
+
+int report(const kaban::Result<void>& r, const std::string& what, const std::string& why) {
+  return r ? kExitOk : fail(what, r.error(), why);
+}
+
+// Splits HOST:PORT (HOST may be a bracketed IPv6 address).
+bool split_listen(const std::string& text, std::string& host, std::uint16_t& port) {
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return false;
+  host = text.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  try {
+    const int p = std::stoi(text.substr(colon + 1));
+    if (p < 0 || p > 65535)
+      return false;
+    port = static_cast<std::uint16_t>(p);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+int serve(const fs::path& dir, const std::string& listen, int threads) {
+  HttpServerConfig config;
+  if (!split_listen(listen, config.listen_host, config.listen_port)) {
+    std::cerr << "kaban-server: --listen takes HOST:PORT, e.g. 127.0.0.1:8443 (port 0 picks a "
+                 "free port)\n";
+    return kExitFailed;
+  }
+  config.threads = threads;
+  auto identity = load_identity(dir);
+  if (!identity)
+    return fail("cannot serve " + dir.string(), identity.error(), "");
+
+  // SIGINT and SIGTERM are taken by sigwait() below; blocking them before any thread starts
+  // keeps every io thread from receiving them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  Api api(dir, identity.value());
+  std::mutex log_mutex;
+  HttpsServer server(config, identity.value().tls_identity(), api, [&](const std::string& line) {
+    std::lock_guard lock(log_mutex);
+    std::fprintf(stderr, "%s\n", line.c_str());
+  });
+  if (auto started = server.start(); !started)
+    return fail("cannot listen on " + listen, started.error(), "");
+  const std::string host = config.listen_host.find(':') != std::string::npos
+                               ? "[" + config.listen_host + "]"
+                               : config.listen_host;
+  const std::string address = host + ":" + std::to_string(server.port());
+  if (auto recorded = record_listen_address(dir, address); !recorded)
+    std::cerr << "kaban-server: warning: could not record the listen address: "
+              << recorded.error().message() << '\n';
+  std::cout << "listening on https://" << address << std::endl;
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  std::fprintf(stderr, "{\"event\":\"stopping\",\"signal\":%d}\n", signal_number);
+  server.stop();
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
   CLI::App app{
       "kaban-server: distributes courses, relays staff messages and enforces device policy\n"
-      "for Kaban agents over mutual TLS."};
+      "for Kaban agents over mutual TLS. Every command works on one data directory."};
   app.set_version_flag("--version", std::string(kaban::protocol::kaban_version()));
+  app.require_subcommand(1);
+  std::string data_dir;
+  app.add_option("--data-dir", data_dir, "The server's data directory (keys, database, content)")
+      ->required()
+      ->envname("KABAN_SERVER_DATA");
+
+  auto* init = app.add_subcommand("init",
+                                  "Create a new data directory: CA, TLS certificate, "
+                                  "content-signing key, database");
+  std::vector<std::string> names;
+  init->add_option("--name", names,
+                   "A host name or IP address the server's certificate is valid for "
+                   "(repeatable; default: localhost and 127.0.0.1)");
+
+  auto* serve_cmd = app.add_subcommand("serve", "Serve HTTPS until SIGTERM or Ctrl-C");
+  std::string listen = "127.0.0.1:8443";
+  int threads = 2;
+  serve_cmd->add_option("--listen", listen, "HOST:PORT to listen on (port 0 picks a free port)")
+      ->capture_default_str();
+  serve_cmd->add_option("--threads", threads, "I/O threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+
+  auto* admin = app.add_subcommand("admin", "Manage users, enrollment codes, courses, devices");
+  admin->require_subcommand(1);
+  bool as_json = false;
+
+  auto* user = admin->add_subcommand("user", "Staff accounts");
+  user->require_subcommand(1);
+  auto* user_add = user->add_subcommand("add", "Add a user");
+  std::string login, name;
+  user_add->add_option("LOGIN", login, "Login: lower-case letters, digits, . _ -")->required();
+  user_add->add_option("--name", name, "The person's name, as shown to IT")->required();
+  auto* user_list = user->add_subcommand("list", "List users");
+  user_list->add_flag("--json", as_json, "Print JSON");
+
+  auto* enroll_code = admin->add_subcommand(
+      "enroll-code", "Make a one-time enrollment code; prints the line the staff member enters");
+  std::string ttl_text = "72h";
+  std::string server_address;
+  enroll_code->add_option("LOGIN", login, "Whose device it enrolls")->required();
+  enroll_code->add_option("--ttl", ttl_text, "How long the code stays valid (30m, 72h, 7d)")
+      ->capture_default_str();
+  enroll_code->add_option("--server", server_address,
+                          "HOST:PORT devices connect to (default: where serve last listened)");
+
+  auto* course = admin->add_subcommand("course", "Courses");
+  course->require_subcommand(1);
+  auto* publish = course->add_subcommand("publish",
+                                         "Publish FOLDER/course.json and its files as "
+                                         "the course's next version");
+  std::string folder;
+  publish->add_option("FOLDER", folder, "Folder holding course.json")->required();
+  auto* course_list = course->add_subcommand("list", "List courses");
+  course_list->add_flag("--json", as_json, "Print JSON");
+
+  auto* device = admin->add_subcommand("device", "Enrolled devices");
+  device->require_subcommand(1);
+  auto* device_list = device->add_subcommand("list", "List devices");
+  device_list->add_flag("--json", as_json, "Print JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  const fs::path dir = data_dir;
+  const Listing how = as_json ? Listing::json : Listing::table;
+  std::string why;
+
+  if (*init) {
+    InitOptions options;
+    if (!names.empty())
+      options.names = names;
+    if (auto r = init_data_dir(dir, options); !r)
+      return fail("init " + dir.string(), r.error(), "");
+    std::cout << "initialised " << dir.string() << "\nnext: kaban-server --data-dir "
+              << dir.string() << " serve\n";
+    return kExitOk;
+  }
+  if (*serve_cmd)
+    return serve(dir, listen, threads);
+  if (*user_add)
+    return report(admin_user_add(dir, login, name, std::cout, why), "user add", why);
+  if (*user_list)
+    return report(admin_user_list(dir, how, std::cout, why), "user list", why);
+  if (*enroll_code) {
+    const auto ttl = parse_duration(ttl_text);
+    if (!ttl) {
+      std::cerr << "kaban-server: --ttl takes a number and a unit: 30m, 72h, 7d\n";
+      return kExitFailed;
+    }
+    return report(admin_enroll_code(dir, login, *ttl, server_address, std::cout, why),
+                  "enroll-code", why);
+  }
+  if (*publish)
+    return report(admin_course_publish(dir, folder, std::cout, why), "course publish", why);
+  if (*course_list)
+    return report(admin_course_list(dir, how, std::cout, why), "course list", why);
+  if (*device_list)
+    return report(admin_device_list(dir, how, std::cout, why), "device list", why);
   std::cout << app.help();
-  return 0;
+  return kExitOk;
+} catch (const std::exception& e) {
+  std::cerr << "kaban-server: internal error: " << e.what() << '\n';
+  return kExitFailed;
 }

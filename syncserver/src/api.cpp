@@ -1,1 +1,359 @@
-// (being written)
+#include "kaban/server/api.hpp"
+
+#include <SQLiteCpp/Database.h>
+
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "kaban/crypto/sha256.hpp"
+#include "kaban/protocol/error.hpp"
+#include "kaban/protocol/manifest.hpp"
+#include "kaban/protocol/messages.hpp"
+#include "kaban/protocol/version.hpp"
+#include "kaban/server/catalog.hpp"
+#include "kaban/server/database.hpp"
+#include "kaban/server/directory.hpp"
+#include "kaban/server/error.hpp"
+
+namespace kaban::server {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::system_clock;
+
+constexpr std::string_view kEnrollPath = "/v1/enroll";
+constexpr std::string_view kCheckinPath = "/v1/checkin";
+constexpr std::string_view kChangesPath = "/v1/changes";
+constexpr std::string_view kChunksPrefix = "/v1/chunks/";
+constexpr std::size_t kNoBody = 0;
+// Chunks are served only up to the largest size the manifest format allows.
+constexpr std::uintmax_t kMaxServedChunk = protocol::kMaxChunkSize;
+// Chunks never change (their name is their hash), but only enrolled devices may read them.
+constexpr const char* kChunkCacheControl = "private, max-age=31536000, immutable";
+
+UnixTime now() {
+  return std::chrono::time_point_cast<std::chrono::seconds>(Clock::now());
+}
+
+HttpResponse error(int status, std::string code, std::string message) {
+  HttpResponse r;
+  r.status = status;
+  r.body = protocol::to_json(protocol::ErrorBody{std::move(code), std::move(message)});
+  return r;
+}
+
+HttpResponse storage_error() {
+  return error(500, "storage_failed",
+               "the server could not read or write its database; try again later");
+}
+
+HttpResponse json_ok(std::string body) {
+  HttpResponse r;
+  r.body = std::move(body);
+  return r;
+}
+
+// Counts failed enrollments per address in a sliding window; a bounded table, so a flood of
+// addresses cannot grow it without limit.
+class EnrollRateLimiter {
+ public:
+  EnrollRateLimiter(int allowed, std::chrono::seconds window, std::size_t max_addresses)
+      : allowed_(allowed), window_(window), max_addresses_(max_addresses) {}
+
+  bool blocked(const std::string& address, Clock::time_point t) {
+    std::lock_guard lock(mutex_);
+    auto it = failures_.find(address);
+    if (it == failures_.end())
+      return false;
+    prune(it->second, t);
+    return static_cast<int>(it->second.size()) >= allowed_;
+  }
+
+  void record_failure(const std::string& address, Clock::time_point t) {
+    std::lock_guard lock(mutex_);
+    auto [it, inserted] = failures_.try_emplace(address);
+    if (inserted) {
+      order_.push_back(address);
+      while (order_.size() > max_addresses_) {
+        failures_.erase(order_.front());
+        order_.pop_front();
+      }
+    }
+    if (auto found = failures_.find(address); found != failures_.end()) {
+      prune(found->second, t);
+      found->second.push_back(t);
+    }
+  }
+
+ private:
+  void prune(std::deque<Clock::time_point>& times, Clock::time_point t) const {
+    while (!times.empty() && t - times.front() >= window_)
+      times.pop_front();
+  }
+
+  const int allowed_;
+  const std::chrono::seconds window_;
+  const std::size_t max_addresses_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::deque<Clock::time_point>> failures_;
+  std::deque<std::string> order_;
+};
+
+}  // namespace
+
+struct Api::Impl {
+  fs::path data_dir;
+  const ServerIdentity& identity;
+  ApiConfig config;
+  EnrollRateLimiter limiter;
+
+  std::mutex pool_mutex;
+  std::vector<std::unique_ptr<SQLite::Database>> pool;
+
+  Impl(fs::path dir, const ServerIdentity& id, ApiConfig cfg)
+      : data_dir(std::move(dir)),
+        identity(id),
+        config(cfg),
+        limiter(cfg.enroll_failures_allowed, cfg.enroll_failure_window, cfg.rate_limit_addresses) {}
+
+  // A connection for the calling thread for the length of one request; returned to the pool
+  // afterwards so the number of connections never exceeds the number of io threads.
+  class Connection {
+   public:
+    Connection(Impl& impl, std::unique_ptr<SQLite::Database> db)
+        : impl_(impl), db_(std::move(db)) {}
+    ~Connection() {
+      if (db_) {
+        std::lock_guard lock(impl_.pool_mutex);
+        impl_.pool.push_back(std::move(db_));
+      }
+    }
+    SQLite::Database& operator*() { return *db_; }
+
+   private:
+    Impl& impl_;
+    std::unique_ptr<SQLite::Database> db_;
+  };
+
+  Result<std::unique_ptr<Connection>> connection() {
+    {
+      std::lock_guard lock(pool_mutex);
+      if (!pool.empty()) {
+        auto db = std::move(pool.back());
+        pool.pop_back();
+        return std::make_unique<Connection>(*this, std::move(db));
+      }
+    }
+    KABAN_TRY(db, open_database(data_dir));
+    return std::make_unique<Connection>(*this, std::move(db));
+  }
+
+  HttpResponse enroll(const HttpRequest& req);
+  HttpResponse checkin(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  HttpResponse changes(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  HttpResponse chunk(std::string_view hash, const Device& device, SQLite::Database& db);
+  HttpResponse authenticated(const HttpRequest& req);
+};
+
+HttpResponse Api::Impl::enroll(const HttpRequest& req) {
+  const auto t = Clock::now();
+  if (limiter.blocked(req.peer_address, t))
+    return error(429, "too_many_attempts",
+                 "too many wrong enrollment codes from this address; wait and try again");
+  std::string why;
+  auto parsed = protocol::parse_enroll_request(req.body, &why);
+  if (!parsed)
+    return error(parsed.error() == protocol::errc::too_large ? 413 : 400, "bad_request", why);
+  auto conn = connection();
+  if (!conn)
+    return storage_error();
+  Directory directory(**conn.value());
+  auto enrolled = directory.enroll_device(parsed.value().code, parsed.value().csr_pem,
+                                          parsed.value().device, now(), identity);
+  if (!enrolled) {
+    const std::error_code e = enrolled.error();
+    if (e == errc::csr_invalid)
+      return error(400, "csr_invalid", e.message());
+    if (e == errc::storage_failed)
+      return storage_error();
+    limiter.record_failure(req.peer_address, t);
+    if (e == errc::enroll_code_used)
+      return error(409, "enroll_code_used", e.message());
+    if (e == errc::enroll_code_expired)
+      return error(401, "enroll_code_expired", e.message());
+    return error(401, "enroll_code_invalid", e.message());
+  }
+  const EnrolledDevice& device = enrolled.value();
+  protocol::EnrollResponse out;
+  out.device_id = device.device_id;
+  out.login = device.login;
+  out.user_name = device.user_name;
+  out.certificate_pem = device.certificate.to_pem();
+  out.ca_pem = identity.ca_pem();
+  out.signing_key = identity.signing_public_key;
+  out.server_epoch = identity.server_epoch;
+  HttpResponse r = json_ok(protocol::to_json(out));
+  r.log_device = device.device_id;
+  return r;
+}
+
+HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
+                                SQLite::Database& db) {
+  std::string why;
+  auto parsed = protocol::parse_checkin_request(req.body, &why);
+  if (!parsed)
+    return error(parsed.error() == protocol::errc::too_large ? 413 : 400, "bad_request", why);
+  Directory directory(db);
+  const UnixTime t = now();
+  if (!directory.record_checkin(device.id, parsed.value().device, t))
+    return storage_error();
+  protocol::CheckinResponse out;
+  out.device_id = device.id;
+  out.login = device.login;
+  out.server_time = to_unix(t);
+  out.verdict = "compliant";
+  out.server_epoch = identity.server_epoch;
+  return json_ok(protocol::to_json(out));
+}
+
+HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
+                                SQLite::Database& db) {
+  auto cursor_it = req.query.find("cursor");
+  auto cursor = protocol::Cursor::parse(cursor_it == req.query.end() ? "" : cursor_it->second);
+  if (!cursor)
+    return error(400, "bad_cursor", "the cursor is not one this server gave out");
+  if (!cursor.value().epoch.empty() && cursor.value().epoch != identity.server_epoch)
+    return error(409, "cursor_reset",
+                 "the server's database was replaced (restored from a backup?); start again "
+                 "from an empty cursor");
+  int limit = config.changes_page;
+  if (auto it = req.query.find("limit"); it != req.query.end()) {
+    try {
+      limit = std::clamp(std::stoi(it->second), 1, config.changes_page);
+    } catch (const std::exception&) {
+      return error(400, "bad_request", "limit must be a number");
+    }
+  }
+  Catalog catalog(db, data_dir);
+  // One more than the page tells whether another page follows.
+  auto found = catalog.changes_since(device.login, cursor.value().seq, limit + 1);
+  if (!found)
+    return storage_error();
+  protocol::ChangesResponse out;
+  std::int64_t last = cursor.value().seq;
+  auto& items = found.value();
+  out.more = static_cast<int>(items.size()) > limit;
+  if (out.more)
+    items.resize(static_cast<std::size_t>(limit));
+  for (auto& item : items) {
+    last = item.seq;
+    out.changes.push_back(
+        {"course_version",
+         protocol::CourseVersionChange{item.course_id, item.version, std::move(item.manifest),
+                                       std::move(item.signature)}});
+  }
+  out.cursor = protocol::Cursor{identity.server_epoch, last}.to_string();
+  return json_ok(protocol::to_json(out));
+}
+
+HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLite::Database& db) {
+  if (!protocol::is_sha256_hex(hash))
+    return error(400, "bad_request", "a chunk is named by 64 lower-case hex digits");
+  Catalog catalog(db, data_dir);
+  auto visible = catalog.chunk_visible(device.login, hash);
+  if (!visible)
+    return storage_error();
+  // The same answer for a chunk that does not exist and one the caller may not see, so the
+  // endpoint does not reveal what other courses contain.
+  if (!visible.value())
+    return error(404, "chunk_not_found", "no such chunk in a course this device may see");
+  const fs::path path = catalog.chunk_path(hash);
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (ec || size > kMaxServedChunk)
+    return storage_error();
+  HttpResponse r;
+  r.content_type = "application/octet-stream";
+  r.body.resize(static_cast<std::size_t>(size));
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(r.body.data(), static_cast<std::streamsize>(size)))
+    return storage_error();
+  r.headers["Cache-Control"] = kChunkCacheControl;
+  r.headers["ETag"] = "\"" + std::string(hash) + "\"";
+  return r;
+}
+
+HttpResponse Api::Impl::authenticated(const HttpRequest& req) {
+  if (req.client_certificate.empty())
+    return error(401, "certificate_required",
+                 "this endpoint needs the device certificate; enroll the device first");
+  const std::string device_id = crypto::to_hex(crypto::sha256(req.client_certificate));
+  auto conn = connection();
+  if (!conn)
+    return storage_error();
+  SQLite::Database& db = **conn.value();
+  Directory directory(db);
+  auto found = directory.find_device(device_id);
+  if (!found)
+    return storage_error();
+  HttpResponse r;
+  if (!found.value()) {
+    r = error(403, "unknown_device",
+              "this server does not know this device; enroll it again with a new code");
+  } else if (found.value()->revoked) {
+    r = error(403, "device_revoked", "IT revoked this device; ask IT for a new enrollment code");
+  } else if (req.path == kCheckinPath) {
+    r = checkin(req, *found.value(), db);
+  } else if (req.path == kChangesPath) {
+    r = changes(req, *found.value(), db);
+  } else {
+    r = chunk(std::string_view(req.path).substr(kChunksPrefix.size()), *found.value(), db);
+  }
+  r.log_device = device_id;
+  return r;
+}
+
+Api::Api(fs::path data_dir, const ServerIdentity& identity, ApiConfig config)
+    : impl_(std::make_unique<Impl>(std::move(data_dir), identity, config)) {}
+
+Api::~Api() = default;
+
+std::optional<std::size_t> Api::body_limit(const HttpRequest& head, HttpResponse& refusal) {
+  const std::string_view path = head.path;
+  const auto expect = [&](std::string_view method,
+                          std::size_t limit) -> std::optional<std::size_t> {
+    if (head.method == method)
+      return limit;
+    refusal = error(405, "method_not_allowed", std::string(path) + " takes " + std::string(method));
+    return std::nullopt;
+  };
+  if (path == kEnrollPath)
+    return expect("POST", protocol::kMaxEnrollRequestSize);
+  if (path == kCheckinPath)
+    return expect("POST", protocol::kMaxCheckinRequestSize);
+  if (path == kChangesPath)
+    return expect("GET", kNoBody);
+  if (path.starts_with(kChunksPrefix))
+    return expect("GET", kNoBody);
+  refusal = error(404, "not_found", "no such endpoint: " + std::string(path));
+  return std::nullopt;
+}
+
+HttpResponse Api::handle(const HttpRequest& request) {
+  HttpResponse r;
+  std::string endpoint = request.path;
+  if (request.path == kEnrollPath) {
+    r = impl_->enroll(request);
+  } else {
+    r = impl_->authenticated(request);
+    if (request.path.starts_with(kChunksPrefix))
+      endpoint = std::string(kChunksPrefix) + ":hash";
+  }
+  r.log_endpoint = request.method + " " + endpoint;
+  return r;
+}
+
+}  // namespace kaban::server

@@ -1,1 +1,551 @@
-// (being written)
+// The walking skeleton end to end: the real server (in this process, on 127.0.0.1 port 0) and
+// the real agent library and CLI, over real TLS.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <SQLiteCpp/Database.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+
+#include "kaban/agent/device_identity.hpp"
+#include "kaban/agent/enroll.hpp"
+#include "kaban/agent/error.hpp"
+#include "kaban/agent/https_client.hpp"
+#include "kaban/agent/library.hpp"
+#include "kaban/agent/store.hpp"
+#include "kaban/agent/sync.hpp"
+#include "kaban/crypto/sha256.hpp"
+#include "kaban/crypto/x509.hpp"
+#include "kaban/protocol/enrollment_line.hpp"
+#include "kaban/protocol/messages.hpp"
+#include "kaban/server/api.hpp"
+#include "kaban/server/catalog.hpp"
+#include "kaban/server/course_folder.hpp"
+#include "kaban/server/data_dir.hpp"
+#include "kaban/server/database.hpp"
+#include "kaban/server/directory.hpp"
+#include "kaban/server/http_server.hpp"
+#include "test_support.hpp"
+
+extern char** environ;
+
+namespace kaban {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::TempDir;
+
+constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
+constexpr const char* kPin = "2468-test-pin";
+
+server::UnixTime server_now() {
+  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (char& c : s)
+    c = static_cast<char>(gen());
+  return s;
+}
+
+void write_text(const fs::path& p, std::string_view text) {
+  fs::create_directories(p.parent_path());
+  testing::write_file(p, std::vector<std::uint8_t>(text.begin(), text.end()));
+}
+
+// Passes requests to the real Api and remembers which chunks it served, so tests can tell
+// exactly what a sync fetched. An optional delay per chunk makes a download slow enough to
+// interrupt.
+class RecordingRouter final : public server::Router {
+ public:
+  explicit RecordingRouter(server::Router& inner) : inner_(inner) {}
+  std::optional<std::size_t> body_limit(const server::HttpRequest& head,
+                                        server::HttpResponse& refusal) override {
+    return inner_.body_limit(head, refusal);
+  }
+  server::HttpResponse handle(const server::HttpRequest& request) override {
+    if (request.path.starts_with("/v1/chunks/") && chunk_delay_.count() > 0)
+      std::this_thread::sleep_for(chunk_delay_);
+    server::HttpResponse r = inner_.handle(request);
+    if (request.path.starts_with("/v1/chunks/") && r.status == 200) {
+      std::lock_guard lock(mutex_);
+      served_.push_back(request.path.substr(std::string("/v1/chunks/").size()));
+    }
+    return r;
+  }
+  std::vector<std::string> take_served() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(served_, {});
+  }
+  std::size_t served_count() {
+    std::lock_guard lock(mutex_);
+    return served_.size();
+  }
+  void set_chunk_delay(std::chrono::milliseconds d) { chunk_delay_ = d; }
+
+ private:
+  server::Router& inner_;
+  std::chrono::milliseconds chunk_delay_{0};
+  std::mutex mutex_;
+  std::vector<std::string> served_;
+};
+
+class Skeleton : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_dir_ = tmp_.path() / "server";
+    device_dir_ = tmp_.path() / "device";
+    ASSERT_TRUE(server::init_data_dir(server_dir_, {}));
+    auto identity = server::load_identity(server_dir_);
+    ASSERT_TRUE(identity) << identity.error().message();
+    identity_.emplace(std::move(identity).value());
+    server::ApiConfig api_config;
+    api_config.changes_page = 2;  // several pages even for a few courses
+    api_.emplace(server_dir_, *identity_, api_config);
+    router_.emplace(*api_);
+    server::HttpServerConfig config;
+    config.listen_host = "127.0.0.1";
+    config.listen_port = 0;
+    config.drain_timeout = 2s;
+    server_.emplace(config, identity_->tls_identity(), *router_, [this](const std::string& line) {
+      std::lock_guard lock(log_mutex_);
+      log_.push_back(line);
+    });
+    auto started = server_->start();
+    ASSERT_TRUE(started) << started.error().message();
+    port_ = server_->port();
+
+    auto db = server::open_database(server_dir_);
+    ASSERT_TRUE(db);
+    db_ = std::move(db).value();
+    server::Directory directory(*db_);
+    ASSERT_TRUE(directory.add_user("aiko", "Aiko Tanaka", server_now()));
+
+    canary_ = testing::random_marker("shelter-canary");
+    write_text(course_dir_ / "index.html", "<p>" + canary_ + "</p>");
+    big_ = random_bytes(2 * 1024 * 1024 + 12345, 1);
+    write_text(course_dir_ / "media/drill.mp4", big_);
+    write_text(course_dir_ / "course.json",
+               R"({"id": "shelter-opening", "title": "Opening a shelter",
+      "lessons": [{"id": "welcome", "title": "Welcome", "kind": "html", "files": ["index.html"]},
+                  {"id": "drill", "title": "Drill", "kind": "video", "duration_minutes": 4,
+                   "files": ["media/drill.mp4"]}]})");
+    publish(course_dir_);
+  }
+
+  void TearDown() override {
+    if (server_)
+      server_->stop();
+  }
+
+  void publish(const fs::path& folder) {
+    std::string why;
+    auto course = server::read_course_folder(folder, why);
+    ASSERT_TRUE(course) << why;
+    server::Catalog catalog(*db_, server_dir_);
+    auto published = catalog.publish(course.value(), identity_->signing_key, server_now(), why);
+    ASSERT_TRUE(published) << why;
+  }
+
+  protocol::EnrollmentLine line_for(const std::string& login, std::chrono::seconds ttl = 1h,
+                                    server::UnixTime now = server_now()) {
+    server::Directory directory(*db_);
+    auto code = directory.create_enroll_code(login, ttl, now);
+    EXPECT_TRUE(code);
+    return {"127.0.0.1", port_, code ? code.value() : "", identity_->ca_fingerprint};
+  }
+
+  // Enrolls a device into device_dir_ and returns its open store.
+  agent::Store enroll() {
+    std::string why;
+    auto identity = agent::request_enrollment(line_for("aiko"), {}, why);
+    EXPECT_TRUE(identity) << why;
+    EXPECT_TRUE(agent::complete_enrollment(device_dir_, identity.value(), kPin, kFastKdf));
+    auto store = agent::Store::open(device_dir_, kPin);
+    EXPECT_TRUE(store);
+    return std::move(store).value();
+  }
+
+  // A client with the pinned CA and, if given, a client identity; for raw endpoint checks.
+  agent::HttpsClient client(std::optional<crypto::TlsClientIdentity> me = std::nullopt) {
+    agent::HttpsClientConfig config;
+    config.host = "127.0.0.1";
+    config.port = port_;
+    config.connect_timeout = 2s;
+    config.request_timeout = 5s;
+    crypto::TlsClientTrust trust;
+    trust.ca_pem = identity_->ca_pem();
+    return agent::HttpsClient(config, std::move(trust), std::move(me));
+  }
+
+  std::string error_code_of(const agent::HttpsResponse& r) {
+    auto body = protocol::parse_error_body(r.body);
+    return body ? body.value().code : "";
+  }
+
+  TempDir tmp_;
+  fs::path server_dir_, device_dir_, course_dir_ = tmp_.path() / "course";
+  std::optional<server::ServerIdentity> identity_;
+  std::optional<server::Api> api_;
+  std::optional<RecordingRouter> router_;
+  std::optional<server::HttpsServer> server_;
+  std::uint16_t port_ = 0;
+  std::unique_ptr<SQLite::Database> db_;
+  std::string canary_, big_;
+  std::mutex log_mutex_;
+  std::vector<std::string> log_;
+};
+
+std::string read_lesson(agent::Library& library, std::string_view course, std::string_view lesson) {
+  std::string out;
+  auto r = library.open_file(course, lesson, "", [&](crypto::ByteView b) -> Result<void> {
+    out.append(reinterpret_cast<const char*>(b.data()), b.size());
+    return ok();
+  });
+  EXPECT_TRUE(r) << r.error().message();
+  return out;
+}
+
+TEST_F(Skeleton, EnrollSyncAndReadOfflineByteIdentical) {
+  {
+    agent::Store store = enroll();
+    std::string why;
+    auto report = agent::sync(store, {}, why);
+    ASSERT_TRUE(report) << why << " " << report.error().message();
+    EXPECT_EQ(report.value().new_versions, 1u);
+    EXPECT_EQ(report.value().made_ready, std::vector<std::string>{"shelter-opening@1"});
+    EXPECT_EQ(report.value().chunks_downloaded, 4u);  // 1 + 3 chunks of 1 MiB at most
+  }
+  server_->stop();  // offline from here on
+
+  auto store = agent::Store::open(device_dir_, kPin);
+  ASSERT_TRUE(store);
+  agent::Library library(store.value());
+  auto courses = library.courses();
+  ASSERT_TRUE(courses);
+  ASSERT_EQ(courses.value().size(), 1u);
+  EXPECT_TRUE(courses.value()[0].ready);
+  EXPECT_EQ(read_lesson(library, "shelter-opening", "drill"), big_);
+  EXPECT_EQ(read_lesson(library, "shelter-opening", "welcome"), "<p>" + canary_ + "</p>");
+  EXPECT_TRUE(testing::files_containing(device_dir_, canary_).empty())
+      << "course text is readable in the device's data directory";
+}
+
+TEST_F(Skeleton, SecondSyncFetchesNothingAndUpdateFetchesOnlyNewChunks) {
+  agent::Store store = enroll();
+  std::string why;
+  ASSERT_TRUE(agent::sync(store, {}, why)) << why;
+  router_->take_served();
+  auto again = agent::sync(store, {}, why);
+  ASSERT_TRUE(again) << why;
+  EXPECT_EQ(again.value().new_versions, 0u);
+  EXPECT_TRUE(router_->take_served().empty());
+
+  write_text(course_dir_ / "index.html", "<p>revised</p>");
+  publish(course_dir_);
+  auto update = agent::sync(store, {}, why);
+  ASSERT_TRUE(update) << why;
+  EXPECT_EQ(update.value().made_ready, std::vector<std::string>{"shelter-opening@2"});
+  EXPECT_EQ(router_->take_served().size(), 1u) << "only the changed file's chunk";
+  agent::Library library(store);
+  EXPECT_EQ(read_lesson(library, "shelter-opening", "welcome"), "<p>revised</p>");
+}
+
+TEST_F(Skeleton, ManyCoursesArriveOverSeveralPages) {
+  for (int i = 0; i < 5; ++i) {
+    const fs::path dir = tmp_.path() / ("c" + std::to_string(i));
+    write_text(dir / "a.txt", "course " + std::to_string(i));
+    write_text(
+        dir / "course.json",
+        R"({"id": "c)" + std::to_string(i) +
+            R"(", "title": "C", "lessons": [{"title": "A", "kind": "other", "files": ["a.txt"]}]})");
+    publish(dir);
+  }
+  agent::Store store = enroll();
+  std::string why;
+  auto report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  EXPECT_EQ(report.value().new_versions, 6u);
+  EXPECT_EQ(report.value().made_ready.size(), 6u);
+}
+
+TEST_F(Skeleton, CodeIsSingleUseAndExpires) {
+  const protocol::EnrollmentLine line = line_for("aiko");
+  std::string why;
+  ASSERT_TRUE(agent::request_enrollment(line, {}, why)) << why;
+  auto reused = agent::request_enrollment(line, {}, why);
+  ASSERT_FALSE(reused);
+  EXPECT_EQ(reused.error(), agent::errc::server_refused);
+  EXPECT_NE(why.find("already"), std::string::npos) << why;
+
+  auto expired = agent::request_enrollment(line_for("aiko", 1h, server_now() - 2h), {}, why);
+  ASSERT_FALSE(expired);
+  EXPECT_EQ(expired.error(), agent::errc::server_refused);
+  EXPECT_NE(why.find("expired"), std::string::npos) << why;
+}
+
+TEST_F(Skeleton, WrongPinIsRefusedBeforeAnythingIsSent) {
+  protocol::EnrollmentLine line = line_for("aiko");
+  const protocol::EnrollmentLine good = line;
+  line.ca_fingerprint = std::string(64, 'a');
+  std::string why;
+  auto r = agent::request_enrollment(line, {}, why);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), agent::errc::server_untrusted);
+  // The code was never sent, so it still works.
+  EXPECT_TRUE(agent::request_enrollment(good, {}, why)) << why;
+}
+
+TEST_F(Skeleton, UnreachableServerIsNamed) {
+  protocol::EnrollmentLine line = line_for("aiko");
+  server_->stop();
+  std::string why;
+  auto r = agent::request_enrollment(line, {.connect_timeout = 1s}, why);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), agent::errc::server_unreachable);
+}
+
+TEST_F(Skeleton, EndpointsNeedAKnownUnrevokedDevice) {
+  auto anonymous = client();
+  auto r = anonymous.request("POST", "/v1/checkin", R"({"device":{"platform":"linux"}})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value().status, 401);
+  EXPECT_EQ(error_code_of(r.value()), "certificate_required");
+
+  // A certificate from another CA does not get past the handshake.
+  auto other_ca_key = crypto::EcPrivateKey::generate();
+  auto other_ca = crypto::make_self_signed_ca(other_ca_key, "Other CA", 24h).value();
+  auto device_key = crypto::EcPrivateKey::generate();
+  auto csr = crypto::CertificateRequest::create(device_key, "mallory").value();
+  auto foreign = crypto::issue_certificate(other_ca, other_ca_key, csr,
+                                           {.validity = 1h,
+                                            .purpose = crypto::CertificatePurpose::client,
+                                            .dns_names = {},
+                                            .ip_addresses = {}})
+                     .value();
+  auto impostor = client(crypto::TlsClientIdentity{foreign.to_pem(), device_key.to_pem()});
+  auto refused = impostor.request("POST", "/v1/checkin", R"({"device":{"platform":"linux"}})");
+  EXPECT_FALSE(refused && refused.value().status == 200);
+
+  // A revoked device is refused.
+  agent::Store store = enroll();
+  auto identity = agent::load_identity(store).value();
+  server::Directory directory(*db_);
+  ASSERT_TRUE(directory.revoke_device(identity.device_id, server_now()));
+  std::string why;
+  auto sync = agent::sync(store, {}, why);
+  ASSERT_FALSE(sync);
+  EXPECT_EQ(sync.error(), agent::errc::server_refused);
+  EXPECT_NE(why.find("revoked"), std::string::npos) << why;
+}
+
+TEST_F(Skeleton, ChunkOfACourseTheUserMayNotSeeIsRefused) {
+  agent::Store store = enroll();
+  auto identity = agent::load_identity(store).value();
+  auto me = client(crypto::TlsClientIdentity{
+      identity.certificate_pem, crypto::SecretKey::from_bytes(identity.private_key_pem.bytes())});
+  const std::string hash = crypto::to_hex(crypto::sha256(
+      crypto::ByteView(reinterpret_cast<const std::uint8_t*>(big_.data()), 1024 * 1024)));
+  auto visible = me.request("GET", "/v1/chunks/" + hash);
+  ASSERT_TRUE(visible);
+  ASSERT_EQ(visible.value().status, 200);
+  EXPECT_EQ(visible.value().body, big_.substr(0, 1024 * 1024));
+
+  db_->exec("UPDATE courses SET audience = 'none' WHERE id = 'shelter-opening'");
+  auto hidden = me.request("GET", "/v1/chunks/" + hash);
+  ASSERT_TRUE(hidden);
+  EXPECT_EQ(hidden.value().status, 404);
+  EXPECT_EQ(error_code_of(hidden.value()), "chunk_not_found");
+  std::string why;
+  auto report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  EXPECT_EQ(report.value().new_versions, 0u) << "the hidden course was listed";
+}
+
+TEST_F(Skeleton, BadEnrollmentsGetClearErrorsAndARateLimit) {
+  auto anonymous = client();
+  auto r = anonymous.request("POST", "/v1/enroll", "{not json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value().status, 400);
+  r = anonymous.request("POST", "/v1/enroll", std::string(20 * 1024, ' '));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value().status, 413);
+  const std::string unknown_field =
+      R"({"code":"7KQ2-M9XD-4TNA-P3HV","csr":"x","device":{"platform":"linux"},"admin":1})";
+  r = anonymous.request("POST", "/v1/enroll", unknown_field);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value().status, 400);
+  EXPECT_NE(r.value().body.find("admin"), std::string::npos);
+
+  auto key = crypto::EcPrivateKey::generate();
+  const std::string csr = crypto::CertificateRequest::create(key, "x").value().to_pem();
+  protocol::EnrollRequest wrong{"7KQ2-M9XD-4TNA-P3HV", csr, {"linux", "", "", "", ""}};
+  int status = 0;
+  for (int i = 0; i < 11; ++i) {
+    auto attempt = anonymous.request("POST", "/v1/enroll", protocol::to_json(wrong));
+    ASSERT_TRUE(attempt);
+    status = attempt.value().status;
+    if (i < 10) {
+      EXPECT_EQ(status, 401) << "attempt " << i;
+    }
+  }
+  EXPECT_EQ(status, 429);
+  // The log line is written after the answer is sent: give it a moment.
+  const auto logged_429 = [&] {
+    std::lock_guard lock(log_mutex_);
+    return std::any_of(log_.begin(), log_.end(), [](const std::string& l) {
+      return l.find("\"status\":429") != std::string::npos;
+    });
+  };
+  for (int i = 0; i < 100 && !logged_429(); ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(logged_429()) << "refusals are logged";
+}
+
+TEST_F(Skeleton, RestoredServerDatabaseForcesAResync) {
+  agent::Store store = enroll();
+  auto state = agent::load_sync_state(store).value();
+  state.cursor = "0123456789abcdef.99";  // another epoch
+  ASSERT_TRUE(agent::save_sync_state(store, state));
+  std::string why;
+  auto report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  EXPECT_EQ(report.value().new_versions, 1u);
+}
+
+TEST_F(Skeleton, StoppedSyncResumesWithoutFetchingStoredChunksAgain) {
+  std::string big2 = random_bytes(20 * 1024 * 1024, 2);
+  write_text(course_dir_ / "media/drill.mp4", big2);
+  publish(course_dir_);
+  agent::Store store = enroll();
+  std::atomic<bool> stop{false};
+  agent::SyncOptions options;
+  options.parallel_downloads = 2;
+  options.commit_batch_bytes = 2 * 1024 * 1024;
+  std::atomic<std::uint64_t> seen{0};
+  options.on_bytes = [&](std::uint64_t n) {
+    if ((seen += n) > 9 * 1024 * 1024)
+      stop = true;
+  };
+  options.stop = &stop;
+  std::string why;
+  auto first = agent::sync(store, options, why);
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error(), agent::errc::interrupted);
+  router_->take_served();
+  agent::Library library(store);
+  auto missing = library.missing_chunks();
+  ASSERT_TRUE(missing);
+  EXPECT_LT(missing.value().size(), 21u);
+
+  stop = false;
+  options.on_bytes = nullptr;
+  auto second = agent::sync(store, options, why);
+  ASSERT_TRUE(second) << why;
+  std::vector<std::string> served = router_->take_served();
+  std::set<std::string> expected;
+  for (const auto& c : missing.value())
+    expected.insert(c.sha256);
+  EXPECT_EQ(std::set<std::string>(served.begin(), served.end()), expected);
+  EXPECT_EQ(served.size(), expected.size()) << "a chunk was fetched twice";
+  EXPECT_EQ(read_lesson(library, "shelter-opening", "drill"), big2);
+}
+
+#ifdef KABAN_AGENT_BIN
+// Runs the kaban CLI with the device's data directory and PIN; returns its pid.
+pid_t spawn_agent(const fs::path& home, std::vector<std::string> args, const fs::path& output) {
+  std::vector<std::string> env_text = {"KABAN_HOME=" + home.string(),
+                                       std::string("KABAN_PIN=") + kPin, "PATH=/usr/bin:/bin"};
+  std::vector<char*> env;
+  for (auto& e : env_text)
+    env.push_back(e.data());
+  env.push_back(nullptr);
+  args.insert(args.begin(), KABAN_AGENT_BIN);
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0600);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  posix_spawn(&pid, KABAN_AGENT_BIN, &actions, nullptr, argv.data(), env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
+  std::string big2 = random_bytes(30 * 1024 * 1024, 3);
+  write_text(course_dir_ / "media/drill.mp4", big2);
+  publish(course_dir_);
+  { agent::Store store = enroll(); }
+  router_->set_chunk_delay(40ms);
+  const fs::path out = tmp_.path() / "agent.out";
+  const pid_t pid = spawn_agent(device_dir_, {"sync", "--parallel", "2"}, out);
+  ASSERT_GT(pid, 0);
+  // The CLI commits every 8 MiB: after 20 chunks at least one batch is on disk.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (router_->served_count() < 20 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
+  router_->take_served();
+
+  std::set<std::string> missing_after_kill;
+  {
+    auto store = agent::Store::open(device_dir_, kPin);
+    ASSERT_TRUE(store) << "the store survives a kill -9";
+    agent::Library library(store.value());
+    auto missing = library.missing_chunks().value();
+    std::set<std::string> still_missing;
+    for (const auto& c : missing)
+      still_missing.insert(c.sha256);
+    auto manifest_chunks = 31u + 1u;  // 30 MiB + 1 html chunk
+    EXPECT_LT(still_missing.size(), manifest_chunks) << "nothing was committed before the kill";
+    missing_after_kill = std::move(still_missing);
+  }
+  router_->set_chunk_delay(0ms);
+  const auto agent_output = [&] {
+    auto bytes = testing::read_file(out);
+    return std::string(bytes.begin(), bytes.end());
+  };
+  EXPECT_EQ(wait_exit(spawn_agent(device_dir_, {"sync"}, out)), 0) << agent_output();
+  const std::vector<std::string> served = router_->take_served();
+  for (const std::string& hash : served)
+    EXPECT_TRUE(missing_after_kill.contains(hash)) << "fetched again although stored: " << hash;
+  EXPECT_EQ(std::set<std::string>(served.begin(), served.end()).size(), served.size());
+
+  const fs::path copy = tmp_.path() / "drill.mp4";
+  EXPECT_EQ(wait_exit(spawn_agent(device_dir_,
+                                  {"open", "shelter-opening/drill", "--out", copy.string()}, out)),
+            0);
+  const auto bytes = testing::read_file(copy);
+  EXPECT_TRUE(std::string(bytes.begin(), bytes.end()) == big2) << agent_output();
+}
+#endif
+
+}  // namespace
+}  // namespace kaban

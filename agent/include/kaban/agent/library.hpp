@@ -1,0 +1,114 @@
+// Library: the courses this device holds, from signed manifest to offline reading.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kaban/agent/store.hpp"
+#include "kaban/crypto/bytes.hpp"
+#include "kaban/crypto/ed25519.hpp"
+#include "kaban/protocol/manifest.hpp"
+#include "kaban/protocol/messages.hpp"
+#include "kaban/result.hpp"
+
+namespace kaban::agent {
+
+/// One chunk as downloaded: the hash it was asked for and the bytes that came back.
+struct ChunkData {
+  std::string sha256;  ///< 64 lower-case hex digits
+  std::string bytes;
+};
+
+/// A course as the reader sees it. Its fields come from the newest complete version, or, while
+/// a course is downloaded for the first time, from the version being downloaded.
+struct CourseInfo {
+  std::string id;
+  std::string title;
+  std::string description;
+  std::int64_t version = 0;  ///< the newest complete version, 0 if none yet
+  std::size_t lessons = 0;
+  std::uint64_t total_size = 0;     ///< bytes of all its files
+  bool ready = false;               ///< true once a complete version can be read
+  std::uint64_t pending_bytes = 0;  ///< bytes still missing for the newest incomplete version
+};
+
+/// A lesson of a readable course.
+struct LessonInfo {
+  std::string course_id;
+  std::string id;
+  std::string title;
+  std::string kind;  ///< see protocol::is_lesson_kind
+  std::int64_t duration_minutes = 0;
+  std::vector<std::string> files;  ///< files[0] is the one to open
+  std::uint64_t size = 0;          ///< bytes of its files
+};
+
+/// The course content held in a Store. A version is added from its signed manifest, fills up
+/// chunk batch by chunk batch (a stored chunk is never asked for again, which makes a download
+/// resumable), and becomes readable only once every chunk is stored and every file's SHA-256
+/// verified; it then replaces the course's older version and chunks no version uses are deleted.
+///
+/// Like Store, a Library is used from one thread at a time; it keeps a reference to the store,
+/// which must outlive it. Every method returns errc::content_invalid for content that does not
+/// verify, errc::not_found as documented, and a store failure with its store_error_code(), after
+/// which nothing of that call is kept (each write is one transaction).
+class Library {
+ public:
+  explicit Library(Store& store) noexcept : store_(store) {}
+
+  /// Verifies `signing_key`'s Ed25519 signature (128 hex digits) over the exact manifest text,
+  /// then parses it and checks it names the change's course id and version; only then stores it
+  /// with its chunk list. Returns true if the version was stored, false if it was already held
+  /// or is older than (or as old as) a version held of the same course. Storing a version drops
+  /// the course's older incomplete versions: only the newest is downloaded. errc::content_invalid
+  /// if anything fails to verify; nothing is stored then.
+  Result<bool> add_course_version(const protocol::CourseVersionChange& change,
+                                  const crypto::Ed25519PublicKey& signing_key);
+
+  /// The distinct chunks incomplete versions need and the store does not hold, in manifest order
+  /// (course id, then version).
+  Result<std::vector<protocol::ChunkRef>> missing_chunks();
+
+  /// Checks every chunk's bytes against its SHA-256, and that some held version uses it, before
+  /// writing anything; then stores the whole batch in one transaction (chunks already held are
+  /// skipped). errc::content_invalid if any chunk fails; nothing of the batch is stored then.
+  Result<void> put_chunks(std::span<const ChunkData> chunks);
+
+  /// Completes every incomplete version whose chunks are all stored: checks each file's size and
+  /// SHA-256 over its chunks in order (one chunk in memory at a time), then, in one transaction
+  /// per version, marks it complete, drops the course's older versions and deletes the chunks no
+  /// remaining version uses. Returns "course_id@version" for each version made readable.
+  /// If a file does not verify, its chunks (those no complete version uses) are deleted so they
+  /// are fetched again, its version stays incomplete, and the call fails with
+  /// errc::content_invalid; versions that verified in the same call are still completed.
+  Result<std::vector<std::string>> complete_versions();
+
+  /// Every course held, by id, readable or still downloading for the first time.
+  Result<std::vector<CourseInfo>> courses();
+
+  /// The lessons of the newest complete version of `course_id`, in manifest order.
+  /// errc::not_found if no version of it is complete.
+  Result<std::vector<LessonInfo>> lessons(std::string_view course_id);
+
+  /// Streams a file of a lesson of the newest complete version to `sink`, chunk by chunk in
+  /// order; `path` "" means the lesson's first file. Each view is valid only during its call;
+  /// a sink's error stops the stream and is returned. The file's SHA-256 is checked while
+  /// streaming: errc::content_invalid after the last chunk if it does not match (the bytes were
+  /// already handed to the sink; discard them). errc::not_found for an unknown or not yet
+  /// readable course, an unknown lesson, or a path the lesson does not use.
+  Result<void> open_file(std::string_view course_id, std::string_view lesson_id,
+                         std::string_view path,
+                         const std::function<Result<void>(crypto::ByteView)>& sink);
+
+  /// Bytes of chunk content held (complete and in-progress versions alike).
+  Result<std::uint64_t> stored_bytes();
+
+ private:
+  Store& store_;
+};
+
+}  // namespace kaban::agent

@@ -1,0 +1,41 @@
+// Api: the /v1 endpoints of the sync server (docs/protocol.md), as a Router under HttpsServer.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+
+#include "kaban/server/data_dir.hpp"
+#include "kaban/server/http_server.hpp"
+
+namespace kaban::server {
+
+struct ApiConfig {
+  /// Wrong, used or expired enrollment codes an address may send within
+  /// enroll_failure_window before its enrollments get 429.
+  int enroll_failures_allowed = 10;
+  std::chrono::seconds enroll_failure_window{600};
+  /// Most addresses the enrollment rate limiter remembers (oldest are forgotten first).
+  std::size_t rate_limit_addresses = 10'000;
+  /// Most changes in one /v1/changes page.
+  int changes_page = 100;
+};
+
+/// Answers every /v1 request. handle() and body_limit() may run on any io thread at once: each
+/// request borrows a database connection from a pool of its own (SQLite connections are used by
+/// one thread at a time) and the rate limiter has its own lock. `identity` must outlive the Api.
+class Api final : public Router {
+ public:
+  Api(std::filesystem::path data_dir, const ServerIdentity& identity, ApiConfig config = {});
+  ~Api() override;
+
+  std::optional<std::size_t> body_limit(const HttpRequest& head, HttpResponse& refusal) override;
+  HttpResponse handle(const HttpRequest& request) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kaban::server

@@ -1,0 +1,94 @@
+// Catalog: published courses, their signed manifests, the change feed and the content chunks.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kaban/crypto/ed25519.hpp"
+#include "kaban/result.hpp"
+#include "kaban/server/course_folder.hpp"
+#include "kaban/server/database.hpp"
+
+namespace SQLite {
+class Database;
+}
+
+namespace kaban::server {
+
+/// Files are cut into chunks of this size (the last one shorter). Content-defined chunking
+/// replaces this later, so a revised file shares most chunks with its last version.
+inline constexpr std::size_t kChunkSize = 1024 * 1024;
+
+/// What a publish did.
+struct PublishedVersion {
+  std::string course_id;
+  std::int64_t version = 0;
+  std::size_t files = 0;
+  std::uint64_t total_bytes = 0;
+  std::size_t new_chunks = 0;     ///< chunks the server did not hold before
+  std::size_t reused_chunks = 0;  ///< chunks it already held (from any course)
+};
+
+/// A course and its latest version, for `admin course list`.
+struct CourseSummary {
+  std::string id;
+  std::string title;
+  std::int64_t latest_version = 0;
+  UnixTime published_at;
+  std::int64_t file_count = 0;
+  std::uint64_t total_bytes = 0;
+};
+
+/// One entry of the change feed: a published course version.
+struct CourseVersionRecord {
+  std::int64_t seq = 0;
+  std::string course_id;
+  std::int64_t version = 0;
+  std::string manifest;   ///< the exact JSON text the signature covers
+  std::string signature;  ///< Ed25519, 128 hex digits
+};
+
+/// The catalog over one database connection and the data directory's chunk store. Not
+/// thread-safe: one Catalog per connection, used by the connection's thread; the database must
+/// outlive it. Every method fails with errc::storage_failed if SQLite or the disk fails.
+class Catalog {
+ public:
+  Catalog(SQLite::Database& db, std::filesystem::path data_dir);
+
+  /// Publishes `course` as its next version (1 for a new course): reads each file in
+  /// kChunkSize pieces (never a whole file in memory), stores chunks the server lacks under
+  /// chunks/, signs the manifest with `signing_key` and records the version, its chunks and the
+  /// next change-feed sequence in one transaction. On failure the database is unchanged and
+  /// `why` names the file (errc::file_missing if one vanished or changed type since it was read,
+  /// errc::storage_failed for a read or write error).
+  Result<PublishedVersion> publish(const CourseSource& course,
+                                   const crypto::Ed25519PrivateKey& signing_key, UnixTime now,
+                                   std::string& why);
+
+  /// Every course with its latest version, by id.
+  Result<std::vector<CourseSummary>> list_courses();
+
+  /// Up to `limit` (at most protocol::kMaxChangesPage) course versions with a sequence above
+  /// `after_seq`, in sequence order, of the courses `login` may see. None for an unknown login.
+  Result<std::vector<CourseVersionRecord>> changes_since(std::string_view login,
+                                                         std::int64_t after_seq, int limit);
+
+  /// True if `hash` is a chunk of some version of a course `login` may see; false for an
+  /// unknown hash or login.
+  Result<bool> chunk_visible(std::string_view login, std::string_view hash);
+
+  /// Where the chunk with this hash (64 lower-case hex digits) is stored: chunks/ab/<hash>.
+  std::filesystem::path chunk_path(std::string_view hash) const;
+
+  /// The highest change-feed sequence so far; 0 before the first publish.
+  Result<std::int64_t> latest_seq();
+
+ private:
+  SQLite::Database& db_;
+  std::filesystem::path data_dir_;
+};
+
+}  // namespace kaban::server
