@@ -1,1 +1,288 @@
-// (being written)
+#include "kaban/agent/platform.hpp"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/ioctl.h>
+#include <sys/utsname.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "kaban/agent/error.hpp"
+#include "kaban/crypto/bytes.hpp"
+
+namespace kaban::agent::platform {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kDataDirName = "kaban";
+// os-release(5): /etc/os-release wins; /usr/lib/os-release is the vendor's fallback.
+constexpr std::array<const char*, 2> kOsReleaseFiles = {"/etc/os-release", "/usr/lib/os-release"};
+constexpr const char* kProductNameFile = "/sys/devices/virtual/dmi/id/product_name";
+// Small system files only; anything larger is not what we expect to read.
+constexpr std::size_t kMaxFactFileBytes = 64 * 1024;
+constexpr std::size_t kMaxHostNameBytes = 256;
+
+// Firmware vendors fill the DMI product name with these when they did not set one; reporting
+// them would tell IT something false about the device.
+constexpr std::array<std::string_view, 6> kPlaceholderModels = {
+    "To Be Filled By O.E.M.", "To be filled by O.E.M.", "System Product Name",
+    "Default string",         "Not Applicable",         "None"};
+
+std::string trim(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos)
+    return {};
+  const auto last = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(first, last - first + 1));
+}
+
+// "" when the file is missing, unreadable or implausibly large.
+std::string read_small_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return {};
+  std::string text;
+  std::array<char, 4096> block{};
+  while (in.read(block.data(), block.size()) || in.gcount() > 0) {
+    text.append(block.data(), static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxFactFileBytes)
+      return {};
+  }
+  return text;
+}
+
+// os-release values are shell-style: bare, or in single or double quotes with backslash escapes.
+std::string unquote_os_release_value(std::string_view v) {
+  if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) {
+    const char quote = v.front();
+    v = v.substr(1, v.size() - 2);
+    std::string out;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (quote == '"' && v[i] == '\\' && i + 1 < v.size())
+        ++i;
+      out += v[i];
+    }
+    return out;
+  }
+  return std::string(v);
+}
+
+std::string os_release_pretty_name() {
+  for (const char* file : kOsReleaseFiles) {
+    const std::string text = read_small_file(file);
+    if (text.empty())
+      continue;
+    std::string_view rest = text;
+    while (!rest.empty()) {
+      const auto end = rest.find('\n');
+      const std::string line = trim(rest.substr(0, end));
+      rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
+      constexpr std::string_view kKey = "PRETTY_NAME=";
+      if (line.starts_with(kKey))
+        return trim(unquote_os_release_value(std::string_view(line).substr(kKey.size())));
+    }
+    return {};  // the first file that exists is authoritative, even without PRETTY_NAME
+  }
+  return {};
+}
+
+std::string kernel_release() {
+  utsname u{};
+  if (::uname(&u) != 0)
+    return {};
+  return u.release;
+}
+
+std::string product_name() {
+  std::string model = trim(read_small_file(kProductNameFile));
+  for (const auto placeholder : kPlaceholderModels) {
+    if (model == placeholder)
+      return {};
+  }
+  return model;
+}
+
+std::string host_name() {
+  std::array<char, kMaxHostNameBytes + 1> buf{};
+  if (::gethostname(buf.data(), kMaxHostNameBytes) != 0)
+    return {};
+  return std::string(buf.data());
+}
+
+std::string home_dir() {
+  if (const char* home = std::getenv("HOME"); home != nullptr && home[0] == '/')
+    return home;
+  // Services and sudo may run without $HOME; the password database still knows.
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr ||
+      found->pw_dir == nullptr || found->pw_dir[0] != '/')
+    return {};
+  return found->pw_dir;
+}
+
+std::error_code last_errno() {
+  return {errno, std::generic_category()};
+}
+
+// Owns the /dev/tty descriptor and puts the terminal back as it found it, whatever path the
+// prompt leaves by.
+class TerminalSession {
+ public:
+  explicit TerminalSession(int fd) : fd_(fd) {}
+  TerminalSession(const TerminalSession&) = delete;
+  TerminalSession& operator=(const TerminalSession&) = delete;
+  ~TerminalSession() {
+    if (saved_)
+      ::tcsetattr(fd_, TCSAFLUSH, &original_);
+    ::close(fd_);
+  }
+
+  int fd() const { return fd_; }
+
+  // Non-canonical, no echo and no signals: we see Ctrl-C as a byte and can restore the
+  // terminal before reporting it, instead of dying with echo switched off.
+  Result<cc_t> enter_secret_mode() {
+    if (::tcgetattr(fd_, &original_) != 0)
+      return last_errno();
+    saved_ = true;
+    termios raw = original_;
+    raw.c_lflag &= ~static_cast<tcflag_t>(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+    raw.c_cc[VMIN] = 1;
+    raw.c_cc[VTIME] = 0;
+    if (::tcsetattr(fd_, TCSAFLUSH, &raw) != 0)
+      return last_errno();
+    return original_.c_cc[VERASE];
+  }
+
+  const termios& original() const { return original_; }
+
+ private:
+  int fd_;
+  termios original_{};
+  bool saved_ = false;
+};
+
+Result<void> write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return last_errno();
+    }
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return kaban::ok();
+}
+
+// Drops the last UTF-8 character, so one Backspace removes one typed character.
+void erase_last_character(std::string& s) {
+  while (!s.empty()) {
+    const auto byte = static_cast<unsigned char>(s.back());
+    s.pop_back();
+    if ((byte & 0xC0) != 0x80)
+      return;
+  }
+}
+
+}  // namespace
+
+fs::path default_data_dir() {
+  // XDG base directory spec: relative values are invalid and must be ignored.
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg != nullptr && xdg[0] == '/')
+    return fs::path(xdg) / kDataDirName;
+  const std::string home = home_dir();
+  if (home.empty())
+    return {};
+  return fs::path(home) / ".local" / "share" / kDataDirName;
+}
+
+DeviceFacts describe_device() {
+  DeviceFacts facts;
+  facts.platform = "linux";
+  const std::string pretty = os_release_pretty_name();
+  const std::string kernel = kernel_release();
+  if (!pretty.empty() && !kernel.empty())
+    facts.os_version = pretty + "; Linux " + kernel;
+  else if (!kernel.empty())
+    facts.os_version = "Linux " + kernel;
+  else
+    facts.os_version = pretty;
+  facts.model = product_name();
+  facts.name = host_name();
+  return facts;
+}
+
+bool is_terminal(int fd) {
+  return ::isatty(fd) == 1;
+}
+
+int terminal_width(int fd) {
+  winsize ws{};
+  if (::ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0)
+    return kDefaultTerminalWidth;
+  return ws.ws_col;
+}
+
+Result<std::string> read_secret(std::string_view prompt) {
+  // The controlling terminal, not stdin: a PIN must come from the person even when stdin is a
+  // pipe, and must never be read from a file by accident.
+  const int fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0)
+    return std::make_error_code(std::errc::no_such_device_or_address);
+  TerminalSession tty(fd);
+  KABAN_TRY(erase_key, tty.enter_secret_mode());
+  KABAN_TRYV(write_all(tty.fd(), prompt));
+
+  std::string secret;
+  // Reserved up front so growing never leaves a stray copy in freed memory.
+  secret.reserve(kMaxSecretBytes);
+  const cc_t interrupt = tty.original().c_cc[VINTR];
+  const cc_t end_of_file = tty.original().c_cc[VEOF];
+  const cc_t kill_line = tty.original().c_cc[VKILL];
+  for (;;) {
+    char c = 0;
+    const ssize_t n = ::read(tty.fd(), &c, 1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      const auto ec = last_errno();
+      crypto::secure_wipe(secret);
+      return ec;
+    }
+    const auto byte = static_cast<cc_t>(c);
+    // The person pressed Enter: echo was off, so move to the next line ourselves.
+    if (n > 0 && (c == '\n' || c == '\r')) {
+      (void)write_all(tty.fd(), "\n");
+      return secret;
+    }
+    if (n == 0 || byte == interrupt || (byte == end_of_file && secret.empty())) {
+      (void)write_all(tty.fd(), "\n");
+      crypto::secure_wipe(secret);
+      return errc::interrupted;
+    }
+    if (byte == erase_key || c == '\b' || c == '\x7f') {
+      erase_last_character(secret);
+    } else if (byte == kill_line) {
+      crypto::secure_wipe(secret);
+      secret.clear();
+    } else if (secret.size() >= kMaxSecretBytes) {
+      crypto::secure_wipe(secret);
+      return std::make_error_code(std::errc::value_too_large);
+    } else if (byte >= 0x20) {  // other control characters are not part of a secret
+      secret += c;
+    }
+  }
+}
+
+}  // namespace kaban::agent::platform

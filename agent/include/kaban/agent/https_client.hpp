@@ -7,7 +7,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "kaban/crypto/tls.hpp"
@@ -32,27 +34,38 @@ struct HttpsResponse {
 };
 
 /// Connects lazily on the first request and reconnects once if a kept-alive connection was
-/// closed by the server. Not thread-safe: one client per thread (sync runs several).
+/// closed by the server. Runs its own io_context on the calling thread: every call blocks until
+/// done or until its deadline. Not thread-safe: one client per thread (sync runs several).
 /// Failures come back as error codes: errc::server_unreachable (DNS, connect refused, timeout
-/// while connecting), errc::server_untrusted (the TLS certificate checks failed: wrong CA, pin
-/// mismatch, wrong name; describe_last_failure() says which), errc::network_failed (the
-/// connection broke or timed out mid-request), errc::response_too_large.
+/// while connecting or in the TLS handshake), errc::server_untrusted (the TLS certificate checks
+/// failed: wrong CA, pin mismatch, wrong name; describe_last_failure() says which),
+/// errc::network_failed (the connection broke or timed out mid-request),
+/// errc::response_too_large. Does not throw (allocation failure aside). A moved-from client may
+/// only be assigned or destroyed.
 class HttpsClient {
  public:
+  /// Applies the TLS settings (crypto::configure_client_tls); connects nothing yet. If the
+  /// settings are unusable (bad PEM), every request() fails with that crypto error.
   HttpsClient(HttpsClientConfig config, crypto::TlsClientTrust trust,
               std::optional<crypto::TlsClientIdentity> identity);
+  /// close(), so it may block for up to the close_notify deadline (half a second).
   ~HttpsClient();
   HttpsClient(HttpsClient&&) noexcept;
   HttpsClient& operator=(HttpsClient&&) noexcept;
 
-  /// Sends one request and reads the whole answer (any status). `content_type` is sent when
-  /// `body` is not empty.
+  /// Sends one request and reads the whole answer (any status). `target` is origin-form
+  /// ("/v1/changes?cursor=x"); anything else fails with std::errc::invalid_argument.
+  /// `content_type` is sent when `body` is not empty. Connecting (DNS, TCP, TLS) is bounded by
+  /// connect_timeout, sending the request and reading the answer by request_timeout. After a
+  /// failure the connection is dropped; the next request connects afresh.
   Result<HttpsResponse> request(std::string_view method, std::string_view target,
                                 std::string_view body = {},
                                 std::string_view content_type = "application/json");
-  /// A sentence about the last failure (e.g. the certificate problem), or "".
+  /// A sentence about the last request's failure (e.g. the certificate problem), or "" after a
+  /// success.
   const std::string& describe_last_failure() const;
-  /// Closes the connection (sends close_notify if it is up).
+  /// Closes the connection, sending close_notify if it is up (waiting at most half a second).
+  /// The next request connects again.
   void close();
 
  private:
