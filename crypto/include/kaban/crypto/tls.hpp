@@ -21,14 +21,17 @@ namespace kaban::crypto {
 struct TlsServerIdentity {
   std::string certificate_chain_pem;  ///< the server certificate, then the CA certificate
   SecretKey private_key_pem;          ///< PKCS#8 PEM of the server certificate's key
-  std::string client_ca_pem;          ///< client certificates must chain to this CA
+  std::string client_ca_pem;  ///< client certificates must chain to this CA (one or more PEM)
 };
 
 /// Configures a context made as ssl::context::tls_server: minimum TLS 1.2, TLS 1.2 ciphers
-/// ECDHE with AES-GCM or ChaCha20-Poly1305 only, no compression, no renegotiation, the
-/// identity's chain and key. A client certificate is requested but not required (enrollment has
-/// none); one that is sent must chain to client_ca_pem or the handshake fails. Fails with
-/// errc::invalid_encoding or errc::invalid_key for bad PEM or a key that does not match.
+/// ECDHE with AES-GCM or ChaCha20-Poly1305 only (ECDSA or RSA), OpenSSL's default TLS 1.3
+/// suites, the server's cipher preference, no compression, no renegotiation, the identity's
+/// chain and key. A client certificate is requested (naming client_ca_pem's CAs) but not
+/// required (enrollment has none); one that is sent must chain to client_ca_pem, and only to it
+/// (no system CAs), and be fit for client authentication, or the handshake fails. Fails with
+/// errc::invalid_encoding for a chain or client_ca_pem that is empty or does not parse, and
+/// errc::invalid_key for a key that does not parse or does not match the first certificate.
 /// Call before the context is used; the context is then safe to share between threads.
 Result<void> configure_server_tls(boost::asio::ssl::context& ctx, const TlsServerIdentity& id);
 
@@ -49,23 +52,27 @@ struct TlsClientIdentity {
 };
 
 /// Configures a context made as ssl::context::tls_client: same versions and ciphers as the
-/// server, peer verification by `trust`, and the identity if given. Fails with
-/// errc::invalid_argument if trust names neither a CA nor a fingerprint, and
-/// errc::invalid_encoding or errc::invalid_key for bad PEM. Safe to share once configured.
+/// server, peer verification by `trust` (never the system CAs), and the identity if given.
+/// Host names are not checked unless expect_server_name() is called on each connection. Fails
+/// with errc::invalid_argument if trust names neither a CA nor a fingerprint, and
+/// errc::invalid_encoding or errc::invalid_key for bad PEM or a key that does not match the
+/// certificate. Call before the context is used; it is then safe to share between threads.
 Result<void> configure_client_tls(boost::asio::ssl::context& ctx, const TlsClientTrust& trust,
                                   const TlsClientIdentity* identity);
 
 /// Per connection, before the handshake: sends `host` as SNI (unless it is an IP address) and
 /// makes the handshake fail unless the server certificate names `host` (DNS name or IP address
-/// in its subjectAltName).
+/// in its subjectAltName; an IPv6 address without brackets). Applies in pinned mode too. Fails
+/// with errc::invalid_argument for an empty host or one OpenSSL refuses.
 Result<void> expect_server_name(ssl_st* ssl, const std::string& host);
 
 /// After the handshake: the DER of the certificate the peer presented, empty if it sent none.
 Bytes peer_certificate_der(ssl_st* ssl);
 
 /// After a failed handshake: a short reason a person can act on, from OpenSSL's verify result
-/// (e.g. "the server's certificate is not signed by the CA this device trusts"), or "" if the
-/// failure was not a certificate check.
+/// (e.g. "the server's certificate is not signed by the CA this device trusts: ..."), or "" if
+/// the failure was not a certificate check. On the server's side of a connection it speaks of
+/// the device's certificate. Same thread as the stream.
 std::string describe_verify_failure(ssl_st* ssl);
 
 }  // namespace kaban::crypto
