@@ -23,6 +23,7 @@
 #include "kaban/agent/sync.hpp"
 #include "kaban/crypto/error.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
+#include "kaban/protocol/timestamp.hpp"
 #include "kaban/protocol/version.hpp"
 
 namespace {
@@ -93,17 +94,6 @@ std::string time_text(std::int64_t unix_seconds) {
   localtime_r(&t, &tm);
   char buf[40];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
-  return buf;
-}
-
-std::string iso_text(std::int64_t unix_seconds) {
-  if (unix_seconds == 0)
-    return "";
-  const std::time_t t = unix_seconds;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
 
@@ -401,8 +391,8 @@ int run_status(const Globals& g) {
                       {"login", id.login},
                       {"user_name", id.user_name},
                       {"device_id", id.device_id},
-                      {"enrolled_at", iso_text(id.enrolled_at)},
-                      {"last_sync_at", iso_text(state.value().last_sync_at)},
+                      {"enrolled_at", protocol::format_timestamp(id.enrolled_at)},
+                      {"last_sync_at", protocol::format_timestamp(state.value().last_sync_at)},
                       {"courses", courses.value().size()},
                       {"courses_ready", ready},
                       {"stored_bytes", stored.value()},

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kaban/protocol/enrollment_line.hpp"
+#include "kaban/protocol/timestamp.hpp"
 #include "kaban/server/catalog.hpp"
 #include "kaban/server/course_folder.hpp"
 #include "kaban/server/data_dir.hpp"
@@ -41,14 +42,7 @@ std::string format_time(UnixTime t) {
 }
 
 std::string iso_time(UnixTime t) {
-  if (t.time_since_epoch().count() == 0)
-    return "";
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return protocol::format_timestamp(to_unix(t));
 }
 
 std::string format_size(std::uint64_t bytes) {

@@ -20,6 +20,7 @@
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
+#include "kaban/protocol/timestamp.hpp"
 #include "kaban/server/data_dir.hpp"
 #include "kaban/server/error.hpp"
 
@@ -165,15 +166,6 @@ Result<protocol::ManifestFile> chunk_file(const SourceFile& source, const Catalo
   return file;
 }
 
-std::string rfc3339(UnixTime t) {
-  const std::time_t seconds = static_cast<std::time_t>(to_unix(t));
-  std::tm utc{};
-  ::gmtime_r(&seconds, &utc);
-  char text[sizeof "YYYY-MM-DDTHH:MM:SSZ" + 8];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
-}
-
 }  // namespace
 
 Catalog::Catalog(SQLite::Database& db, fs::path data_dir)
@@ -192,7 +184,7 @@ Result<PublishedVersion> Catalog::publish(const CourseSource& course,
   manifest.course_id = course.id;
   manifest.title = course.title;
   manifest.description = course.description;
-  manifest.published_at = rfc3339(now);
+  manifest.published_at = protocol::format_timestamp(to_unix(now));
   manifest.lessons = course.lessons;
   std::vector<std::uint8_t> buffer(kChunkSize);
   std::set<fs::path> touched_dirs;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "kaban/protocol/error.hpp"
+#include "kaban/protocol/timestamp.hpp"
 
 namespace kaban::protocol {
 namespace {
@@ -89,6 +90,12 @@ TEST(Messages, CursorIsEpochDotSequence) {
   EXPECT_TRUE(Cursor::parse(""));
   for (const char* bad : {".1", "ab.", "ab.-1", "AB.1", "ab.1x", "ab1", "zz.1"})
     EXPECT_FALSE(Cursor::parse(bad)) << bad;
+}
+
+TEST(Timestamp, IsRfc3339Utc) {
+  EXPECT_EQ(format_timestamp(1'795'435'200), "2026-11-23T12:00:00Z");
+  EXPECT_EQ(format_timestamp(1), "1970-01-01T00:00:01Z");
+  EXPECT_EQ(format_timestamp(0), "");
 }
 
 }  // namespace
