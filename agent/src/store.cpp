@@ -1,6 +1,8 @@
 #include "kaban/agent/store.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Exception.h>
@@ -66,6 +68,12 @@ Result<Store> Store::create(const fs::path& dir, std::string_view pin,
       return errc::store_exists;
     return key.error();
   }
+  // SQLite creates the database with the process umask (often 0644) and gives its journal the
+  // database's mode; an empty file made here first keeps both owner-only.
+  if (const int fd =
+          ::open(database_path(dir).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      fd >= 0)
+    ::close(fd);
   auto store = open_database(dir, key.value(), Open::create);
   if (!store) {
     // Leave nothing half-made behind: a store without its schema would not open.

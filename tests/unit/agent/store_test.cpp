@@ -38,6 +38,10 @@ TEST_F(StoreTest, CreatesAtTheLatestSchemaAndReopens) {
   struct stat st {};
   ASSERT_EQ(::stat(dir_.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
+  for (std::string_view file : {Store::kDatabaseFile, Store::kEnvelopeFile}) {
+    ASSERT_EQ(::stat((dir_ / file).c_str(), &st), 0) << file;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file << " is readable by others";
+  }
   auto again = Store::open(dir_, "1234-5678");
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_EQ(again.value().db().execAndGet("SELECT value FROM meta WHERE key='device'").getString(),
