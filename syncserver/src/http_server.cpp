@@ -172,7 +172,7 @@ struct ServerCore {
   void on_accept(beast::error_code ec, tcp::socket socket);
   void run_io() noexcept;
   void do_stop();
-  bool on_io_thread() const;
+  bool on_io_thread() const;  // call with mutex held
 
   const HttpServerConfig config;
   const crypto::TlsServerIdentity identity;
@@ -186,8 +186,9 @@ struct ServerCore {
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
   enum class State { created, running, stopping, stopped } state = State::created;
   std::thread stopper;  // runs do_stop() when stop() is called from an io thread
+  std::vector<std::thread::id> io_thread_ids;
 
-  // Set (under mutex) once stop() begins; read by sessions on their strands.
+  // Set (under mutex) when stop() begins; read by sessions on their strands.
   std::atomic<bool> draining{false};
   std::atomic<std::uint64_t> rejected_connections{0};
   std::uint16_t bound_port = 0;
@@ -377,14 +378,17 @@ class Session : public std::enable_shared_from_this<Session> {
       request_error_ = "router failed";
       return reply_and_close(internal_error());
     }
-    const bool has_body =
-        header_parser_->chunked() || header_parser_->content_length().value_or(0) > 0;
+    // Beast answers boost::optional; an unset one means no Content-Length header.
+    std::uint64_t length = 0;
+    if (const auto declared = header_parser_->content_length())
+      length = *declared;
+    const bool has_body = header_parser_->chunked() || length > 0;
     if (!limit) {
       // An unread body would be taken for the next request: such a refusal ends the connection.
       close_after_response_ = has_body;
       return do_write(std::move(refusal));
     }
-    if (header_parser_->content_length().value_or(0) > *limit)
+    if (length > *limit)
       return reply_and_close(too_large());
 
     phase_ = Phase::reading_body;
@@ -659,16 +663,14 @@ void ServerCore::run_io() noexcept {
 }
 
 bool ServerCore::on_io_thread() const {
-  const auto self = std::this_thread::get_id();
-  return std::any_of(threads.begin(), threads.end(),
-                     [&](const std::thread& t) { return t.get_id() == self; });
+  return std::find(io_thread_ids.begin(), io_thread_ids.end(), std::this_thread::get_id()) !=
+         io_thread_ids.end();
 }
 
 void ServerCore::do_stop() {
   std::vector<std::shared_ptr<Session>> live;
   {
     std::lock_guard lock(mutex);
-    draining = true;
     for (const auto& [raw, weak] : sessions) {
       if (auto session = weak.lock())
         live.push_back(std::move(session));
@@ -760,16 +762,20 @@ Result<void> HttpsServer::start() {
   s.accept_retry = std::make_unique<net::steady_timer>(acceptor->get_executor());
   s.acceptor = std::move(acceptor);
 
-  {
-    std::lock_guard lock(s.mutex);
-    s.state = Impl::State::running;
-  }
+  // Under the lock, so that a stop() from another thread, or from a first handler, sees the
+  // server either not started or fully started.
+  std::lock_guard lock(s.mutex);
+  if (s.state != Impl::State::created)
+    return std::make_error_code(std::errc::operation_not_permitted);  // stop() came first
+  s.state = Impl::State::running;
   s.work.emplace(s.ioc->get_executor());
   s.do_accept();
   const int threads = std::max(s.config.threads, 1);
   s.threads.reserve(static_cast<std::size_t>(threads));
-  for (int i = 0; i < threads; ++i)
+  for (int i = 0; i < threads; ++i) {
     s.threads.emplace_back([&s] { s.run_io(); });
+    s.io_thread_ids.push_back(s.threads.back().get_id());
+  }
   return ok();
 }
 
@@ -797,6 +803,8 @@ void HttpsServer::stop() {
       break;
   }
   s.state = Impl::State::stopping;
+  // From here on no connection is admitted and every response says Connection: close.
+  s.draining = true;
   if (s.on_io_thread()) {
     // An io thread cannot join itself: another thread finishes the stop.
     s.stopper = std::thread([&s] { s.do_stop(); });

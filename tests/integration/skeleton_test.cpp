@@ -512,6 +512,12 @@ TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
     std::this_thread::sleep_for(5ms);
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
+  // Requests of the killed agent may still be in the router (sleeping, then recording): wait
+  // until the server has let go of its connections before the count starts afresh.
+  const auto drained = std::chrono::steady_clock::now() + 10s;
+  while (server_->connection_count() > 0 && std::chrono::steady_clock::now() < drained)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(server_->connection_count(), 0u);
   router_->take_served();
 
   std::set<std::string> missing_after_kill;
