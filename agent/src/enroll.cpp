@@ -44,14 +44,16 @@ protocol::DeviceDescription this_device() {
   // The server refuses fields over its limit; trimming here keeps a long OS string from
   // blocking enrollment.
   for (std::string* field : {&d.os_version, &d.model, &d.name})
-    if (field->size() > 128)
-      field->resize(128);
+    if (field->size() > protocol::kMaxDeviceFieldSize)
+      field->resize(protocol::kMaxDeviceFieldSize);
   return d;
 }
 
 std::string user_agent() {
-  return "kaban/" + std::string(protocol::kaban_version()) + " (" +
-         platform::describe_device().platform + ")";
+  // Built once: describe_device() reads files, and every download connection asks for this.
+  static const std::string agent = "kaban/" + std::string(protocol::kaban_version()) + " (" +
+                                   platform::describe_device().platform + ")";
+  return agent;
 }
 
 Result<void> check_new_pin(std::string_view pin, std::string& why) {

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/x509.h>
 
 namespace kaban::crypto::detail {
 
@@ -25,6 +26,9 @@ using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, Deleter<&EVP_PKEY_CTX_free>>;
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<&EVP_MD_CTX_free>>;
 using KdfPtr = std::unique_ptr<EVP_KDF, Deleter<&EVP_KDF_free>>;
 using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, Deleter<&EVP_KDF_CTX_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<&X509_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, Deleter<&X509_STORE_free>>;
+using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<&X509_STORE_CTX_free>>;
 
 /// The oldest queued OpenSSL error as text, and the queue cleared.
 inline std::string take_openssl_error() {

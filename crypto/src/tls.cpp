@@ -21,9 +21,9 @@ namespace {
 
 template <auto Fn>
 using Deleter = detail::Deleter<Fn>;
-using X509Ptr = std::unique_ptr<X509, Deleter<&X509_free>>;
-using X509StorePtr = std::unique_ptr<X509_STORE, Deleter<&X509_STORE_free>>;
-using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<&X509_STORE_CTX_free>>;
+using detail::X509Ptr;
+using detail::X509StoreCtxPtr;
+using detail::X509StorePtr;
 using Asn1OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, Deleter<&ASN1_OCTET_STRING_free>>;
 
 constexpr int kMinProtocolVersion = TLS1_2_VERSION;

@@ -25,12 +25,12 @@ namespace {
 
 template <auto Fn>
 using Deleter = detail::Deleter<Fn>;
-using X509Ptr = std::unique_ptr<X509, Deleter<&X509_free>>;
+using detail::X509Ptr;
 using X509ReqPtr = std::unique_ptr<X509_REQ, Deleter<&X509_REQ_free>>;
 using X509NamePtr = std::unique_ptr<X509_NAME, Deleter<&X509_NAME_free>>;
 using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, Deleter<&X509_EXTENSION_free>>;
-using X509StorePtr = std::unique_ptr<X509_STORE, Deleter<&X509_STORE_free>>;
-using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<&X509_STORE_CTX_free>>;
+using detail::X509StoreCtxPtr;
+using detail::X509StorePtr;
 using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, Deleter<&GENERAL_NAME_free>>;
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<&GENERAL_NAMES_free>>;
 using Asn1StringPtr = std::unique_ptr<ASN1_STRING, Deleter<&ASN1_STRING_free>>;

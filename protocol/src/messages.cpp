@@ -16,7 +16,6 @@ using detail::JsonReader;
 using detail::Unknown;
 using nlohmann::json;
 
-constexpr std::size_t kMaxDeviceField = 128;
 constexpr std::size_t kMaxCode = 64;
 constexpr std::size_t kMaxCsr = 8 * 1024;
 constexpr std::size_t kMaxPem = 16 * 1024;
@@ -41,11 +40,11 @@ DeviceDescription read_device(JsonReader& parent, Unknown unknown) {
   if (!j)
     return d;
   JsonReader r(*j, "device", unknown);
-  d.platform = r.text("platform", kMaxDeviceField);
-  d.os_version = r.text("os_version", kMaxDeviceField, false);
-  d.model = r.text("model", kMaxDeviceField, false);
-  d.name = r.text("name", kMaxDeviceField, false);
-  d.agent_version = r.text("agent_version", kMaxDeviceField, false);
+  d.platform = r.text("platform", kMaxDeviceFieldSize);
+  d.os_version = r.text("os_version", kMaxDeviceFieldSize, false);
+  d.model = r.text("model", kMaxDeviceFieldSize, false);
+  d.name = r.text("name", kMaxDeviceFieldSize, false);
+  d.agent_version = r.text("agent_version", kMaxDeviceFieldSize, false);
   if (r.ok() &&
       std::find(std::begin(kPlatforms), std::end(kPlatforms), d.platform) == std::end(kPlatforms))
     r.fail(errc::invalid_value, "device: platform \"" + d.platform +
@@ -61,7 +60,7 @@ bool is_lower_hex(std::string_view s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// Parses the body and starts a reader over it; the caller reads fields and calls finish().
+// The body as a JSON object, within `max` bytes; the caller reads its fields.
 Result<json> parse_object(std::string_view text, std::size_t max, std::string* why) {
   json j;
   KABAN_TRYV(detail::parse_json(text, max, j, why));

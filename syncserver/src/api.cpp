@@ -224,7 +224,8 @@ HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
   auto cursor_it = req.query.find("cursor");
   auto cursor = protocol::Cursor::parse(cursor_it == req.query.end() ? "" : cursor_it->second);
   if (!cursor)
-    return error(400, "bad_cursor", "the cursor is not one this server gave out");
+    return error(400, "bad_cursor",
+                 "the cursor is not one this server gave out; start again from an empty cursor");
   if (!cursor.value().epoch.empty() && cursor.value().epoch != identity.server_epoch)
     return error(409, "cursor_reset",
                  "the server's database was replaced (restored from a backup?); start again "
@@ -234,7 +235,8 @@ HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
     try {
       limit = std::clamp(std::stoi(it->second), 1, config.changes_page);
     } catch (const std::exception&) {
-      return error(400, "bad_request", "limit must be a number");
+      return error(400, "bad_request",
+                   "limit must be a number from 1 to " + std::to_string(config.changes_page));
     }
   }
   Catalog catalog(db, data_dir);

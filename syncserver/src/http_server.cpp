@@ -26,6 +26,9 @@
 #include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
+#include "kaban/crypto/bytes.hpp"
+#include "kaban/protocol/messages.hpp"
+
 namespace kaban::server {
 namespace {
 
@@ -66,18 +69,8 @@ std::string rfc3339(SystemClock::time_point at) {
 HttpResponse error_response(int status, std::string_view code, std::string_view message) {
   HttpResponse response;
   response.status = status;
-  response.body = Json{{"error", {{"code", code}, {"message", message}}}}.dump();
+  response.body = protocol::to_json(protocol::ErrorBody{std::string(code), std::string(message)});
   return response;
-}
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 // application/x-www-form-urlencoded: %XX and '+' for a space. nullopt for a broken escape.
@@ -88,13 +81,10 @@ std::optional<std::string> url_decode(std::string_view text) {
     if (text[i] == '+') {
       out += ' ';
     } else if (text[i] == '%') {
-      if (i + 2 >= text.size())
+      auto byte = crypto::from_hex(text.substr(i + 1, 2));
+      if (!byte || byte.value().size() != 1)
         return std::nullopt;
-      const int hi = hex_digit(text[i + 1]);
-      const int lo = hex_digit(text[i + 2]);
-      if (hi < 0 || lo < 0)
-        return std::nullopt;
-      out += static_cast<char>(hi << 4 | lo);
+      out += static_cast<char>(byte.value()[0]);
       i += 2;
     } else {
       out += text[i];

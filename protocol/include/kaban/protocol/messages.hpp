@@ -22,8 +22,11 @@ inline constexpr std::size_t kMaxJsonResponseSize = 64 * 1024 * 1024;
 /// Most changes the server puts in one page; the agent may ask for fewer.
 inline constexpr int kMaxChangesPage = 100;
 
-/// What a device says about itself. Every field is free text of at most 128 bytes, "" when
-/// unknown, except platform ("linux", "macos", "windows", "android", "ios").
+/// Longest free-text field of a DeviceDescription, in bytes.
+inline constexpr std::size_t kMaxDeviceFieldSize = 128;
+
+/// What a device says about itself. Every field is free text of at most kMaxDeviceFieldSize
+/// bytes, "" when unknown, except platform ("linux", "macos", "windows", "android", "ios").
 struct DeviceDescription {
   std::string platform;
   std::string os_version;
