@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kaban/crypto/x509.hpp"
+#include "test_pki.hpp"
 
 namespace kaban::server {
 namespace {
@@ -41,42 +42,7 @@ constexpr auto kSlowHandler = 300ms;
 constexpr std::size_t kSmallLimit = 16;
 constexpr std::size_t kDefaultLimit = 1024;
 
-crypto::IssueOptions server_options() {
-  crypto::IssueOptions options;
-  options.validity = 1h;
-  options.purpose = crypto::CertificatePurpose::server;
-  options.dns_names = {"localhost"};
-  options.ip_addresses = {"127.0.0.1"};
-  return options;
-}
-
-crypto::IssueOptions device_options() {
-  crypto::IssueOptions options;
-  options.validity = 1h;
-  options.purpose = crypto::CertificatePurpose::client;
-  return options;
-}
-
-struct Pki {
-  Pki()
-      : ca(crypto::make_self_signed_ca(ca_key, "Kaban Test CA", 24h).value()),
-        server(issue(server_key, "sync server", server_options())),
-        device(issue(device_key, "device-1", device_options())) {}
-
-  crypto::Certificate issue(const crypto::EcPrivateKey& key, const std::string& cn,
-                            const crypto::IssueOptions& options) {
-    return crypto::issue_certificate(ca, ca_key,
-                                     crypto::CertificateRequest::create(key, cn).value(), options)
-        .value();
-  }
-
-  crypto::EcPrivateKey ca_key = crypto::EcPrivateKey::generate();
-  crypto::EcPrivateKey server_key = crypto::EcPrivateKey::generate();
-  crypto::EcPrivateKey device_key = crypto::EcPrivateKey::generate();
-  crypto::Certificate ca;
-  crypto::Certificate server;
-  crypto::Certificate device;
-};
+using Pki = testing::TestPki;
 
 // Echoes what it was given; "/missing" is refused before the body, "/small" takes 16 bytes,
 // "/slow" takes a while and "/throw" throws.

@@ -30,9 +30,12 @@
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/tls.hpp"
 #include "kaban/crypto/x509.hpp"
+#include "test_pki.hpp"
 
 namespace kaban::agent {
 namespace {
+
+using Pki = testing::TestPki;
 
 namespace net = boost::asio;
 namespace ssl = boost::asio::ssl;
@@ -41,52 +44,13 @@ namespace http = beast::http;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
-constexpr auto kCaValidity = std::chrono::hours(2);
-constexpr auto kLeafValidity = std::chrono::hours(1);
 constexpr auto kTestTimeout = std::chrono::milliseconds(3000);
 constexpr auto kShortTimeout = std::chrono::milliseconds(300);
 // How long the server lets a kept-alive connection sit idle before closing it.
 constexpr auto kServerIdle = std::chrono::milliseconds(50);
 constexpr auto kServerCloseNotifyWait = std::chrono::milliseconds(50);
 constexpr std::size_t kChunkBytes = 400;
-constexpr const char* kDeviceName = "device-1";
 constexpr const char* kUserAgent = "kaban-test/1.0";
-
-// A CA with a server certificate for 127.0.0.1 and localhost, and a device certificate.
-struct Pki {
-  crypto::EcPrivateKey ca_key = crypto::EcPrivateKey::generate();
-  crypto::EcPrivateKey server_key = crypto::EcPrivateKey::generate();
-  crypto::EcPrivateKey device_key = crypto::EcPrivateKey::generate();
-  crypto::Certificate ca;
-  crypto::Certificate server;
-  crypto::Certificate device;
-
-  explicit Pki(const std::string& ca_name)
-      : ca(crypto::make_self_signed_ca(ca_key, ca_name, kCaValidity).value()),
-        server(issue(server_key, "kaban-test-server", crypto::CertificatePurpose::server)),
-        device(issue(device_key, kDeviceName, crypto::CertificatePurpose::client)) {}
-
-  crypto::Certificate issue(const crypto::EcPrivateKey& key, const std::string& name,
-                            crypto::CertificatePurpose purpose) {
-    crypto::IssueOptions options;
-    options.validity = kLeafValidity;
-    options.purpose = purpose;
-    if (purpose == crypto::CertificatePurpose::server) {
-      options.dns_names = {"localhost"};
-      options.ip_addresses = {"127.0.0.1"};
-    }
-    const auto csr = crypto::CertificateRequest::create(key, name).value();
-    return crypto::issue_certificate(ca, ca_key, csr, options).value();
-  }
-
-  crypto::TlsServerIdentity server_identity() const {
-    return {server.to_pem() + ca.to_pem(), server_key.to_pem(), ca.to_pem()};
-  }
-  crypto::TlsClientIdentity device_identity() const {
-    return {device.to_pem(), device_key.to_pem()};
-  }
-  crypto::TlsClientTrust trust() const { return {ca.to_pem(), std::nullopt}; }
-};
 
 enum class Behaviour {
   answer,                    ///< answer every request, keep the connection
@@ -483,7 +447,7 @@ TEST_F(HttpsClientTest, PresentsClientIdentity) {
   HttpsClient client(config_for(server.port()), pki().trust(), pki().device_identity());
 
   ASSERT_TRUE(client.request("GET", "/bytes/1")) << client.describe_last_failure();
-  EXPECT_EQ(server.device_name(), kDeviceName);
+  EXPECT_EQ(server.device_name(), testing::kTestDeviceName);
 }
 
 TEST_F(HttpsClientTest, NoIdentityPresentsNoCertificate) {

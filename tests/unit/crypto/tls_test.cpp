@@ -14,9 +14,12 @@
 
 #include "kaban/crypto/error.hpp"
 #include "kaban/crypto/x509.hpp"
+#include "test_pki.hpp"
 
 namespace kaban::crypto {
 namespace {
+
+using Pki = testing::TestPki;
 
 namespace net = boost::asio;
 namespace ssl = net::ssl;
@@ -24,22 +27,6 @@ using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
 constexpr auto kHandshakeDeadline = 5s;  // a watchdog: a healthy loopback handshake takes ms
-
-IssueOptions server_options() {
-  IssueOptions options;
-  options.validity = 1h;
-  options.purpose = CertificatePurpose::server;
-  options.dns_names = {"localhost"};
-  options.ip_addresses = {"127.0.0.1"};
-  return options;
-}
-
-IssueOptions device_options() {
-  IssueOptions options;
-  options.validity = 1h;
-  options.purpose = CertificatePurpose::client;
-  return options;
-}
 
 TlsClientTrust trust_ca(const std::string& ca_pem) {
   TlsClientTrust trust;
@@ -52,31 +39,6 @@ TlsClientTrust trust_pin(const Digest& fingerprint) {
   trust.pinned_ca_fingerprint = fingerprint;
   return trust;
 }
-
-// A CA with a server certificate (localhost, 127.0.0.1) and a device certificate under it.
-struct Pki {
-  explicit Pki(const std::string& name)
-      : ca(make_self_signed_ca(ca_key, name + " CA", 24h).value()),
-        server(issue(server_key, name + " server", server_options())),
-        device(issue(device_key, name + " device", device_options())) {}
-
-  Certificate issue(const EcPrivateKey& key, const std::string& cn, const IssueOptions& options) {
-    return issue_certificate(ca, ca_key, CertificateRequest::create(key, cn).value(), options)
-        .value();
-  }
-  TlsServerIdentity server_identity(const std::string& client_ca_pem) const {
-    return {server.to_pem() + ca.to_pem(), server_key.to_pem(), client_ca_pem};
-  }
-  TlsClientIdentity device_identity() const { return {device.to_pem(), device_key.to_pem()}; }
-
-  // Declaration order is construction order: each key before its certificate.
-  EcPrivateKey ca_key = EcPrivateKey::generate();
-  EcPrivateKey server_key = EcPrivateKey::generate();
-  EcPrivateKey device_key = EcPrivateKey::generate();
-  Certificate ca;
-  Certificate server;
-  Certificate device;
-};
 
 struct Outcome {
   boost::system::error_code server_error;
@@ -148,8 +110,8 @@ Outcome handshake(ssl::context& server_ctx, ssl::context& client_ctx,
 class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    pki_ = new Pki("Kaban Test");
-    foreign_ = new Pki("Foreign");
+    pki_ = new Pki("Kaban Test CA");
+    foreign_ = new Pki("Foreign CA");
   }
   static void TearDownTestSuite() {
     delete pki_;
