@@ -1,0 +1,1 @@
+#include "kaban/protocol/inbox.hpp"
