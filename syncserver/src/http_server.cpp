@@ -142,6 +142,13 @@ HttpResponse too_large() {
 class Session;
 
 // The listener's state, shared by its sessions. HttpsServer::Impl is this under its public name.
+// Replies may come from any thread, even while the server stops: they are posted to a
+// session's strand only while the io_context still exists.
+struct ReplyGate {
+  std::mutex mutex;
+  bool open = true;
+};
+
 struct ServerCore {
   using LogSink = HttpsServer::LogSink;
 
@@ -181,6 +188,7 @@ struct ServerCore {
   // Set (under mutex) when stop() begins; read by sessions on their strands.
   std::atomic<bool> draining{false};
   std::atomic<std::uint64_t> rejected_connections{0};
+  const std::shared_ptr<ReplyGate> reply_gate = std::make_shared<ReplyGate>();
   std::uint16_t bound_port = 0;
 
   // Destroyed in this order by do_stop(): the io objects before their io_context.
@@ -192,6 +200,26 @@ struct ServerCore {
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<net::steady_timer> accept_retry;
   std::vector<std::thread> threads;
+};
+
+class Session;
+
+// The one answer to one request, shared by every copy of the Router::Reply that carries it.
+class PendingReply {
+ public:
+  PendingReply(std::weak_ptr<Session> session, std::shared_ptr<ReplyGate> gate)
+      : session_(std::move(session)), gate_(std::move(gate)) {}
+  PendingReply(const PendingReply&) = delete;
+  PendingReply& operator=(const PendingReply&) = delete;
+  // A router that drops the reply without answering gets its request answered 500.
+  ~PendingReply() { answer(std::nullopt); }
+
+  void answer(std::optional<HttpResponse> response) noexcept;
+
+ private:
+  std::weak_ptr<Session> session_;
+  std::shared_ptr<ReplyGate> gate_;
+  std::atomic<bool> answered_{false};
 };
 
 // One TLS connection and the HTTP/1.1 requests on it. Every step runs on the connection's
@@ -212,6 +240,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   const std::string& peer() const { return peer_; }
+
+  // Only once the io threads are joined: drops the reference a held request keeps.
+  void release_after_stop() { self_.reset(); }
 
   // From any thread: end the connection if it is between requests; a request in flight is
   // answered (with Connection: close) first.
@@ -412,23 +443,43 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void handle() {
     phase_ = Phase::handling;
-    HttpResponse response;
+    HttpRequest request = request_;
+    request.body = std::move(request_.body);
+    request_.body.shrink_to_fit();
+    // While the router holds the request nothing else owns the session (no operation is
+    // pending on the socket): this reference keeps it until the answer, and is only a leak,
+    // never a dangling pointer, should a router keep a reply past the server's end.
+    self_ = shared_from_this();
+    auto pending = std::make_shared<PendingReply>(weak_from_this(), server_.reply_gate);
     try {
-      response = server_.router.handle(request_);
+      server_.router.handle_async(std::move(request),
+                                  [pending](HttpResponse r) { pending->answer(std::move(r)); });
     } catch (const std::exception& e) {
       // What failed inside stays in the log; the client learns only that it was not its fault.
       request_error_ = std::string("router failed: ") + e.what();
-      response = internal_error();
+      pending->answer(std::nullopt);
     } catch (...) {
       request_error_ = "router failed";
+      pending->answer(std::nullopt);
+    }
+  }
+
+  // From a PendingReply, on the strand. std::nullopt: the router failed or dropped the request.
+  void on_reply(std::optional<HttpResponse> answer) {
+    const auto keep = std::move(self_);
+    HttpResponse response;
+    if (!answer) {
+      if (request_error_.empty())
+        request_error_ = "router dropped the request without answering";
       response = internal_error();
+      close_after_response_ = true;
+    } else {
+      response = std::move(*answer);
     }
     if (response.status < kLowestStatus || response.status > kHighestStatus) {
       request_error_ = "router returned status " + std::to_string(response.status);
       response = internal_error();
     }
-    request_.body.clear();
-    request_.body.shrink_to_fit();
     do_write(std::move(response));
   }
 
@@ -563,7 +614,28 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string request_error_;  // for the log only
   std::string log_device_;
   std::string log_endpoint_;
+  std::shared_ptr<Session> self_;  // set while the router holds the request
+
+  friend class PendingReply;
 };
+
+void PendingReply::answer(std::optional<HttpResponse> response) noexcept {
+  if (answered_.exchange(true))
+    return;
+  try {
+    std::lock_guard lock(gate_->mutex);
+    if (!gate_->open)
+      return;
+    if (auto session = session_.lock()) {
+      auto executor = session->stream_.get_executor();
+      net::post(executor, [session = std::move(session), response = std::move(response)]() mutable {
+        session->on_reply(std::move(response));
+      });
+    }
+  } catch (...) {
+    // Out of memory while posting: the connection stays held until the server stops.
+  }
+}
 
 // ---- ServerCore ------------------------------------------------------------------------
 
@@ -671,6 +743,11 @@ void ServerCore::do_stop() {
     acceptor->close(ignored);
     accept_retry->cancel();
   });
+  try {
+    router.stopping();
+  } catch (...) {
+    // The drain deadline still ends whatever the router keeps waiting.
+  }
   for (const auto& session : live)
     session->stop();
   live.clear();
@@ -679,12 +756,31 @@ void ServerCore::do_stop() {
     std::unique_lock lock(mutex);
     changed.wait_for(lock, config.drain_timeout, [this] { return sessions.empty(); });
   }
+  {
+    // From here replies are ignored: their io_context is about to go.
+    std::lock_guard lock(reply_gate->mutex);
+    reply_gate->open = false;
+  }
   // Whatever did not drain is cut: destroying the io_context destroys the sessions it holds.
   work.reset();
   ioc->stop();
   for (auto& thread : threads)
     thread.join();
   threads.clear();
+  {
+    // Requests a router never answered hold their sessions; with no io thread left, release
+    // them here, while their io_context still exists.
+    std::vector<std::shared_ptr<Session>> held;
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& [raw, weak] : sessions) {
+        if (auto session = weak.lock())
+          held.push_back(std::move(session));
+      }
+    }
+    for (const auto& session : held)
+      session->release_after_stop();
+  }
   accept_retry.reset();
   acceptor.reset();
   ioc.reset();

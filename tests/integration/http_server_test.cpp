@@ -82,9 +82,51 @@ class TestRouter : public Router {
     return response;
   }
 
+  // "/later" is held until the test answers it (or stopping() does); "/drop" is never answered.
+  void handle_async(HttpRequest request, Reply reply) override {
+    if (request.path == "/drop")
+      return;
+    if (request.path != "/later")
+      return Router::handle_async(std::move(request), std::move(reply));
+    std::lock_guard lock(held_mutex);
+    held.push_back(std::move(reply));
+    held_changed.notify_all();
+  }
+
+  void stopping() override {
+    stopping_called = true;
+    if (!answer_on_stopping)
+      return;
+    answer_held("stopping");
+  }
+
+  bool wait_for_held(std::size_t count) {
+    std::unique_lock lock(held_mutex);
+    return held_changed.wait_for(lock, kClientTimeout, [&] { return held.size() >= count; });
+  }
+
+  void answer_held(const std::string& body) {
+    std::vector<Reply> replies;
+    {
+      std::lock_guard lock(held_mutex);
+      replies.swap(held);
+    }
+    for (Reply& reply : replies) {
+      HttpResponse response;
+      response.body = Json{{"answer", body}}.dump();
+      reply(response);
+      reply(response);  // a second answer is ignored
+    }
+  }
+
   std::function<void()> stop_server;  // what "/stop" calls, from an io thread
   std::atomic<int> handled{0};
   std::atomic<bool> slow_started{false};
+  std::mutex held_mutex;
+  std::condition_variable held_changed;
+  std::vector<Reply> held;
+  std::atomic<bool> stopping_called{false};
+  bool answer_on_stopping = true;
 };
 
 // A blocking HTTPS client over Beast; every step has a deadline.
@@ -558,6 +600,65 @@ TEST_F(HttpServerTest, StopFromAHandlerFinishesOnAnotherThread) {
   auto waited = std::async(std::launch::async, [this] { server_->wait(); });
   ASSERT_EQ(waited.wait_for(config_.drain_timeout), std::future_status::ready);
   EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST_F(HttpServerTest, AnswersAHeldRequestFromAnotherThreadWithoutBlockingIoThreads) {
+  config_.threads = 1;  // a held request must not occupy the only io thread
+  start();
+  auto waiting = connect();
+  ASSERT_FALSE(waiting->send(make_request(http::verb::get, "/later")));
+  ASSERT_TRUE(router_.wait_for_held(1));
+
+  auto other = connect();
+  EXPECT_EQ(other->round_trip(make_request(http::verb::get, "/echo")).result_int(), 200u);
+
+  std::thread([this] { router_.answer_held("done"); }).join();
+  http::response<http::string_body> response;
+  ASSERT_FALSE(waiting->receive(response));
+  EXPECT_EQ(response.result_int(), 200u);
+  EXPECT_EQ(Json::parse(response.body())["answer"], "done");
+  EXPECT_TRUE(response.keep_alive());
+  // The connection serves the next request as usual.
+  EXPECT_EQ(waiting->round_trip(make_request(http::verb::get, "/echo")).result_int(), 200u);
+}
+
+TEST_F(HttpServerTest, AnswersADroppedRequest500AndCloses) {
+  start();
+  auto client = connect();
+  const auto response = client->round_trip(make_request(http::verb::get, "/drop"));
+  EXPECT_EQ(response.result_int(), 500u);
+  EXPECT_FALSE(response.keep_alive());
+  EXPECT_TRUE(find_error_log("dropped the request"));
+}
+
+TEST_F(HttpServerTest, StopAsksTheRouterToAnswerHeldRequests) {
+  start();
+  auto waiting = connect();
+  ASSERT_FALSE(waiting->send(make_request(http::verb::get, "/later")));
+  ASSERT_TRUE(router_.wait_for_held(1));
+
+  const auto begin = Clock::now();
+  server_->stop();
+  EXPECT_LT(Clock::now() - begin, config_.drain_timeout);
+  EXPECT_TRUE(router_.stopping_called);
+  http::response<http::string_body> response;
+  ASSERT_FALSE(waiting->receive(response));
+  EXPECT_EQ(Json::parse(response.body())["answer"], "stopping");
+  EXPECT_FALSE(response.keep_alive()) << "a response during stop must say Connection: close";
+}
+
+TEST_F(HttpServerTest, IgnoresAnAnswerThatComesAfterTheServerStopped) {
+  config_.drain_timeout = 300ms;
+  router_.answer_on_stopping = false;
+  start();
+  auto waiting = connect();
+  ASSERT_FALSE(waiting->send(make_request(http::verb::get, "/later")));
+  ASSERT_TRUE(router_.wait_for_held(1));
+  server_->stop();  // cut at the drain deadline
+  EXPECT_EQ(server_->connection_count(), 0u);
+  router_.answer_held("too late");  // must neither crash nor write anywhere
+  http::response<http::string_body> response;
+  EXPECT_TRUE(waiting->receive(response)) << "the cut connection answered";
 }
 
 TEST_F(HttpServerTest, WritesOneJsonLogLinePerRequest) {

@@ -76,6 +76,19 @@ class Router {
   /// 500, and the exception's message goes to the log only). A status outside 100..599 is
   /// answered 500.
   virtual HttpResponse handle(const HttpRequest& request) = 0;
+  /// Answers a complete request now or later: a request that waits for news (a long-poll) keeps
+  /// `reply` and calls it when there is something to say, from any thread. The first call
+  /// answers; later calls are ignored. Dropping `reply` without calling it closes the
+  /// connection. Every reply must be called or dropped by the time stopping() returns, or soon
+  /// after (within the server's drain_timeout); a reply called after the server stopped is
+  /// ignored. While a request waits, its io thread is free. An exception from here is answered
+  /// 500. The default answers at once with handle().
+  using Reply = std::function<void(HttpResponse)>;
+  virtual void handle_async(HttpRequest request, Reply reply) { reply(handle(request)); }
+  /// Called once when HttpsServer::stop() begins, before the drain, from the thread that stops
+  /// the server: answer the requests still waiting (an empty long-poll answer will do). Must not
+  /// throw (an exception is swallowed).
+  virtual void stopping() {}
 };
 
 /// The listener. Thread-safe: start() and stop() may be called from any thread.
