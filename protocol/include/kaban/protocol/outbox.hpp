@@ -91,8 +91,9 @@ std::string to_json(const OutboxAnswer& v);
 
 /// Refuses (errc) an upload whose envelope is wrong: not an object, too large, more than
 /// kMaxOutboxItems, an item without a valid id (UUID) or seq (>= 1), seqs not strictly
-/// increasing, an id twice, unknown top-level or item fields. A readable item with a bad payload
-/// is kept with `invalid` set instead.
+/// increasing, an id twice, an unknown top-level field. A readable item with a bad payload (an
+/// unknown kind or field, a bad value) is kept with `invalid` set instead, so one bad item never
+/// blocks the items behind it.
 Result<OutboxUpload> parse_outbox_upload(std::string_view json, std::string* why = nullptr);
 Result<OutboxAnswer> parse_outbox_answer(std::string_view json, std::string* why = nullptr);
 
