@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "kaban/protocol/channel.hpp"
+#include "kaban/protocol/timestamp.hpp"
 #include "kaban/protocol/version.hpp"
 #include "kaban/server/admin.hpp"
 #include "kaban/server/api.hpp"
@@ -124,7 +126,8 @@ int main(int argc, char** argv) try {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
 
-  auto* admin = app.add_subcommand("admin", "Manage users, enrollment codes, courses, devices");
+  auto* admin = app.add_subcommand(
+      "admin", "Manage users, enrollment codes, courses, devices, channels and announcements");
   admin->require_subcommand(1);
   bool as_json = false;
 
@@ -162,13 +165,78 @@ int main(int argc, char** argv) try {
   auto* device_list = device->add_subcommand("list", "List devices");
   device_list->add_flag("--json", as_json, "Print JSON");
 
+  auto* channel = admin->add_subcommand("channel", "Group channels and who may announce");
+  channel->require_subcommand(1);
+  std::string channel_id, title;
+  std::vector<std::string> logins;
+  auto* channel_add = channel->add_subcommand("add", "Create a group channel");
+  channel_add->add_option("NAME", channel_id, "Channel name: lower-case letters, digits, . _ -")
+      ->required();
+  channel_add->add_option("--title", title, "What members see (default: the name)");
+  auto* channel_list = channel->add_subcommand("list", "List channels");
+  channel_list->add_flag("--json", as_json, "Print JSON");
+  auto* members = channel->add_subcommand("members", "Who belongs to a group channel");
+  members->require_subcommand(1);
+  auto* members_add = members->add_subcommand("add", "Add people to a group channel");
+  auto* members_remove = members->add_subcommand(
+      "remove", "Remove people from a group channel (their devices drop it)");
+  for (auto* cmd : {members_add, members_remove}) {
+    cmd->add_option("NAME", channel_id, "The group channel")->required();
+    cmd->add_option("LOGIN", logins, "One or more logins")->required();
+  }
+  auto* senders = channel->add_subcommand("senders", "Who may post announcements besides IT");
+  senders->require_subcommand(1);
+  auto* senders_add = senders->add_subcommand("add", "Let people post to an audience");
+  auto* senders_remove = senders->add_subcommand("remove", "Stop people posting to an audience");
+  for (auto* cmd : {senders_add, senders_remove}) {
+    cmd->add_option("AUDIENCE", channel_id, "all, or a group channel")->required();
+    cmd->add_option("LOGIN", logins, "One or more logins")->required();
+  }
+
+  auto* announce = admin->add_subcommand(
+      "announce", "Send an announcement from IT; prints its message id (for `admin acks`)");
+  kaban::server::Announcement announcement;
+  std::string priority_text = "normal";
+  announce->add_option("AUDIENCE", announcement.audience, "all, or a group channel")->required();
+  announce->add_option("TEXT", announcement.body, "The message (quote it)")->required();
+  announce->add_option("--priority", priority_text, "normal, urgent or emergency")
+      ->check(CLI::IsMember({"normal", "urgent", "emergency"}))
+      ->capture_default_str();
+  announce->add_flag("--require-ack", announcement.require_ack,
+                     "Ask everyone to acknowledge it (see `admin acks`)");
+  announce->add_option("--from", announcement.sender_name, "Who it is from, as people see it")
+      ->capture_default_str();
+
+  auto* acks = admin->add_subcommand("acks", "Who has received, read and acknowledged a message");
+  std::string message_id;
+  bool as_csv = false;
+  acks->add_option("MESSAGE", message_id, "The id `admin announce` printed")->required();
+  acks->add_flag("--csv", as_csv, "Print CSV");
+
+  auto* report_cmd = admin->add_subcommand("report", "Reports");
+  report_cmd->require_subcommand(1);
+  auto* completion = report_cmd->add_subcommand("completion", "Each person's progress per course");
+  std::string course_id;
+  completion->add_option("--course", course_id, "Only this course");
+  completion->add_flag("--csv", as_csv, "Print CSV");
+
+  auto* export_cmd = admin->add_subcommand("export", "Export data");
+  export_cmd->require_subcommand(1);
+  auto* export_statements =
+      export_cmd->add_subcommand("statements", "Learning statements as xAPI JSON for an LRS");
+  std::string since_text, out_file;
+  export_statements->add_option("--since", since_text,
+                                "Only those stored since this time (2026-11-23T10:00:00Z) or "
+                                "date (2026-11-23)");
+  export_statements->add_option("--out", out_file, "Write to FILE instead of standard output");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   const fs::path dir = data_dir;
-  const Listing how = as_json ? Listing::json : Listing::table;
+  const Listing how = as_json ? Listing::json : as_csv ? Listing::csv : Listing::table;
   std::string why;
 
   if (*init) {
@@ -202,6 +270,46 @@ int main(int argc, char** argv) try {
     return report(admin_course_list(dir, how, std::cout, why), "course list", why);
   if (*device_list)
     return report(admin_device_list(dir, how, std::cout, why), "device list", why);
+  if (*channel_add)
+    return report(admin_channel_add(dir, channel_id, title, std::cout, why), "channel add", why);
+  if (*channel_list)
+    return report(admin_channel_list(dir, how, std::cout, why), "channel list", why);
+  if (*members_add)
+    return report(admin_channel_members_add(dir, channel_id, logins, std::cout, why),
+                  "channel members add", why);
+  if (*members_remove)
+    return report(admin_channel_members_remove(dir, channel_id, logins, std::cout, why),
+                  "channel members remove", why);
+  if (*senders_add)
+    return report(admin_channel_senders_add(dir, channel_id, logins, std::cout, why),
+                  "channel senders add", why);
+  if (*senders_remove)
+    return report(admin_channel_senders_remove(dir, channel_id, logins, std::cout, why),
+                  "channel senders remove", why);
+  if (*announce) {
+    announcement.priority =
+        kaban::protocol::parse_priority(priority_text).value_or(kaban::protocol::Priority::normal);
+    return report(admin_announce(dir, announcement, std::cout, why), "announce", why);
+  }
+  if (*acks)
+    return report(admin_acks(dir, message_id, how, std::cout, why), "acks", why);
+  if (*completion)
+    return report(admin_report_completion(dir, course_id, how, std::cout, why), "report completion",
+                  why);
+  if (*export_statements) {
+    UnixTime since{};
+    if (!since_text.empty()) {
+      const auto parsed = kaban::protocol::parse_timestamp(since_text);
+      if (!parsed) {
+        std::cerr << "kaban-server: --since takes an RFC 3339 time (2026-11-23T10:00:00Z or "
+                     "2026-11-23T19:00:00+09:00) or a date (2026-11-23)\n";
+        return kExitFailed;
+      }
+      since = UnixTime{std::chrono::seconds{*parsed}};
+    }
+    return report(admin_export_statements(dir, since, out_file, std::cout, why),
+                  "export statements", why);
+  }
   std::cout << app.help();
   return kExitOk;
 } catch (const std::exception& e) {

@@ -3,13 +3,20 @@
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <charconv>
+#include <cstdio>
 #include <ctime>
+#include <fstream>
 #include <iomanip>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "kaban/crypto/bytes.hpp"
+#include "kaban/crypto/random.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
 #include "kaban/protocol/timestamp.hpp"
 #include "kaban/server/catalog.hpp"
@@ -18,6 +25,8 @@
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
+#include "kaban/server/learning_records.hpp"
+#include "kaban/server/messaging.hpp"
 
 namespace kaban::server {
 namespace {
@@ -93,6 +102,74 @@ void print_table(std::ostream& out, const std::vector<std::string>& header,
   line(header);
   for (const auto& row : rows)
     line(row);
+}
+
+// One CSV cell (RFC 4180). A cell a spreadsheet would take for a formula gets a leading '.
+std::string csv_cell(const std::string& text) {
+  std::string cell = text;
+  if (!cell.empty() && std::string_view("=+-@").find(cell.front()) != std::string_view::npos)
+    cell.insert(cell.begin(), '\'');
+  if (cell.find_first_of(",\"\r\n") == std::string::npos)
+    return cell;
+  std::string quoted = "\"";
+  for (const char c : cell) {
+    if (c == '"')
+      quoted += '"';
+    quoted += c;
+  }
+  return quoted + '"';
+}
+
+void print_csv(std::ostream& out, const std::vector<std::string>& header,
+               const std::vector<std::vector<std::string>>& rows) {
+  auto line = [&](const std::vector<std::string>& cells) {
+    for (std::size_t i = 0; i < cells.size(); ++i)
+      out << (i == 0 ? "" : ",") << csv_cell(cells[i]);
+    out << "\r\n";
+  };
+  line(header);
+  for (const auto& row : rows)
+    line(row);
+}
+
+// A mark's time in a listing: minutes in UTC for a person, RFC 3339 in CSV; "-" or "" if unset.
+std::string mark_time(std::int64_t t, Listing how) {
+  if (how == Listing::csv)
+    return protocol::format_timestamp(t);
+  return t == 0 ? "-" : format_time(UnixTime{std::chrono::seconds{t}});
+}
+
+// "2h 05m" for a person, whole seconds in CSV.
+std::string time_spent(std::int64_t seconds, Listing how) {
+  if (how == Listing::csv)
+    return std::to_string(seconds);
+  const std::int64_t minutes = seconds / 60;
+  std::ostringstream s;
+  if (minutes >= 60)
+    s << minutes / 60 << "h " << std::setw(2) << std::setfill('0') << minutes % 60 << 'm';
+  else
+    s << minutes << 'm';
+  return s.str();
+}
+
+std::string count_of(std::size_t n, const char* one, const char* many) {
+  return std::to_string(n) + ' ' + (n == 1 ? one : many);
+}
+
+// Adds or removes members or senders with `change` and says how many changed:
+// "team-a: 2 of 3 added as members (the others already were)".
+template <class Change>
+Result<void> change_people(const fs::path& dir, const std::string& channel,
+                           std::span<const std::string> logins, const char* done,
+                           const char* others, Change change, std::ostream& out, std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  Messaging messaging(*db);
+  KABAN_TRY(changed, explain(change(messaging, now()), why));
+  out << channel << ": " << changed << " of " << logins.size() << ' ' << done;
+  if (static_cast<std::size_t>(changed) < logins.size())
+    out << " (" << others << ')';
+  out << '\n';
+  return ok();
 }
 
 }  // namespace
@@ -256,6 +333,183 @@ Result<void> admin_device_list(const fs::path& dir, Listing how, std::ostream& o
                     d.revoked ? "revoked" : "active"});
   print_table(out, {"LOGIN", "DEVICE", "PLATFORM", "NAME", "ENROLLED", "LAST CHECK-IN", "STATUS"},
               rows);
+  return ok();
+}
+
+Result<void> admin_channel_add(const fs::path& dir, std::string_view id, std::string_view title,
+                               std::ostream& out, std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  Messaging messaging(*db);
+  KABAN_TRYV(explain(messaging.add_channel(id, title, now(), why), why));
+  out << "added channel " << id << " (" << (title.empty() ? id : title) << ")\n";
+  return ok();
+}
+
+Result<void> admin_channel_list(const fs::path& dir, Listing how, std::ostream& out,
+                                std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  Messaging messaging(*db);
+  KABAN_TRY(channels, explain(messaging.list_channels(), why));
+  if (how == Listing::json) {
+    json list = json::array();
+    for (const ChannelSummary& c : channels) {
+      json item = {{"id", c.id},
+                   {"kind", std::string(protocol::to_string(c.kind))},
+                   {"title", c.title},
+                   {"members", c.members},
+                   {"senders", c.senders},
+                   {"messages", c.messages},
+                   {"created_at", iso_time(c.created_at)}};
+      if (!c.audience.empty())
+        item["audience"] = c.audience;
+      list.push_back(std::move(item));
+    }
+    out << list.dump(2) << '\n';
+    return ok();
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const ChannelSummary& c : channels) {
+    const bool announcement = c.kind == protocol::ChannelKind::announcement;
+    rows.push_back({c.id, std::string(protocol::to_string(c.kind)), c.title,
+                    announcement ? (c.audience == "all" ? "everyone" : "members of " + c.audience)
+                                 : std::to_string(c.members) + " members",
+                    announcement ? std::to_string(c.senders) : "-", std::to_string(c.messages),
+                    format_time(c.created_at)});
+  }
+  print_table(out, {"ID", "KIND", "TITLE", "READERS", "SENDERS", "MESSAGES", "CREATED"}, rows);
+  return ok();
+}
+
+Result<void> admin_channel_members_add(const fs::path& dir, std::string_view channel,
+                                       std::span<const std::string> logins, std::ostream& out,
+                                       std::string& why) {
+  return change_people(
+      dir, std::string(channel), logins, "added as members", "the others already were",
+      [&](Messaging& m, UnixTime t) { return m.add_members(channel, logins, t, why); }, out, why);
+}
+
+Result<void> admin_channel_members_remove(const fs::path& dir, std::string_view channel,
+                                          std::span<const std::string> logins, std::ostream& out,
+                                          std::string& why) {
+  return change_people(
+      dir, std::string(channel), logins, "removed as members", "the others were not members",
+      [&](Messaging& m, UnixTime t) { return m.remove_members(channel, logins, t, why); }, out,
+      why);
+}
+
+Result<void> admin_channel_senders_add(const fs::path& dir, std::string_view audience,
+                                       std::span<const std::string> logins, std::ostream& out,
+                                       std::string& why) {
+  return change_people(
+      dir, protocol::announcement_channel_id(audience), logins, "named senders",
+      "the others already were",
+      [&](Messaging& m, UnixTime t) { return m.add_senders(audience, logins, t, why); }, out, why);
+}
+
+Result<void> admin_channel_senders_remove(const fs::path& dir, std::string_view audience,
+                                          std::span<const std::string> logins, std::ostream& out,
+                                          std::string& why) {
+  return change_people(
+      dir, protocol::announcement_channel_id(audience), logins, "no longer senders",
+      "the others were not senders",
+      [&](Messaging& m, UnixTime t) { return m.remove_senders(audience, logins, t, why); }, out,
+      why);
+}
+
+Result<void> admin_announce(const fs::path& dir, const Announcement& announcement,
+                            std::ostream& out, std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  Messaging messaging(*db);
+  KABAN_TRY(posted, explain(messaging.announce(announcement, now(), why), why));
+  out << posted.id << '\n';
+  return ok();
+}
+
+Result<void> admin_acks(const fs::path& dir, std::string_view message_id, Listing how,
+                        std::ostream& out, std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  Messaging messaging(*db);
+  KABAN_TRY(report, explain(messaging.acks(message_id, why), why));
+  std::vector<std::vector<std::string>> rows;
+  std::size_t delivered = 0, read = 0, acked = 0;
+  for (const AckStatus& p : report.people) {
+    delivered += p.delivered_at != 0;
+    read += p.read_at != 0;
+    acked += p.acked_at != 0;
+    rows.push_back({p.login, p.name, mark_time(p.delivered_at, how), mark_time(p.read_at, how),
+                    mark_time(p.acked_at, how)});
+  }
+  const std::vector<std::string> header = {"LOGIN", "NAME", "DELIVERED", "READ", "ACKNOWLEDGED"};
+  if (how == Listing::csv) {
+    print_csv(out, header, rows);
+    return ok();
+  }
+  print_table(out, header, rows);
+  const std::size_t total = report.people.size();
+  if (report.require_ack)
+    out << acked << " of " << total << " acknowledged (" << read << " read, " << delivered
+        << " delivered)\n";
+  else
+    out << "this message does not ask for acknowledgement; " << read << " of " << total << " read ("
+        << delivered << " delivered)\n";
+  return ok();
+}
+
+Result<void> admin_report_completion(const fs::path& dir, std::string_view course_id, Listing how,
+                                     std::ostream& out, std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  LearningRecords records(*db);
+  auto report = records.completion_report(course_id);
+  if (!report && report.error() == errc::no_such_course)
+    why = "there is no course \"" + std::string(course_id) +
+          "\"; `admin course list` shows the published ones";
+  KABAN_TRY(rows_in, explain(std::move(report), why));
+  std::vector<std::vector<std::string>> rows;
+  for (const CourseCompletion& c : rows_in)
+    rows.push_back({c.course_id, c.login, c.name,
+                    std::to_string(c.percent) + (how == Listing::csv ? "" : "%"),
+                    mark_time(c.completed_at, how), time_spent(c.time_spent_seconds, how)});
+  const std::vector<std::string> header = {"COURSE",   "LOGIN",     "NAME",
+                                           "PROGRESS", "COMPLETED", "TIME SPENT"};
+  if (how == Listing::csv)
+    print_csv(out, header, rows);
+  else
+    print_table(out, header, rows);
+  return ok();
+}
+
+Result<void> admin_export_statements(const fs::path& dir, UnixTime since, const fs::path& file,
+                                     std::ostream& out, std::string& why) {
+  KABAN_TRY(db, open(dir, why));
+  LearningRecords records(*db);
+  if (file.empty()) {
+    KABAN_TRYV(explain(records.export_statements(since, out), why));
+    return ok();
+  }
+  // Written under a temporary name and renamed: FILE is either the whole export or untouched.
+  const fs::path temp = file.string() + "." + crypto::to_hex(crypto::random_bytes(4)) + ".tmp";
+  std::ofstream stream(temp, std::ios::binary | std::ios::trunc);
+  if (!stream) {
+    why = "cannot write " + temp.string() + "; check the directory exists and is writable";
+    return errc::storage_failed;
+  }
+  auto written = records.export_statements(since, stream);
+  stream.close();
+  std::error_code ec;
+  if (!written || !stream) {
+    fs::remove(temp, ec);
+    why = written ? "writing " + file.string() + " failed (disk full?); nothing was exported"
+                  : written.error().message();
+    return written ? std::error_code(errc::storage_failed) : written.error();
+  }
+  fs::rename(temp, file, ec);
+  if (ec) {
+    fs::remove(temp, ec);
+    why = "cannot create " + file.string() + ": " + ec.message();
+    return errc::storage_failed;
+  }
+  out << "exported " << count_of(written.value(), "statement", "statements") << " to "
+      << file.string() << '\n';
   return ok();
 }
 

@@ -2,6 +2,7 @@
 
 #include <SQLiteCpp/Database.h>
 
+#include <charconv>
 #include <deque>
 #include <fstream>
 #include <mutex>
@@ -10,13 +11,16 @@
 
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/protocol/error.hpp"
+#include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
+#include "kaban/protocol/outbox.hpp"
 #include "kaban/protocol/version.hpp"
 #include "kaban/server/catalog.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
+#include "kaban/server/messaging.hpp"
 
 namespace kaban::server {
 namespace {
@@ -28,6 +32,9 @@ constexpr std::string_view kEnrollPath = "/v1/enroll";
 constexpr std::string_view kCheckinPath = "/v1/checkin";
 constexpr std::string_view kChangesPath = "/v1/changes";
 constexpr std::string_view kChunksPrefix = "/v1/chunks/";
+constexpr std::string_view kOutboxPath = "/v1/outbox";
+constexpr std::string_view kInboxPath = "/v1/inbox";
+constexpr std::string_view kUrgentPriority = "urgent";
 constexpr std::size_t kNoBody = 0;
 // Chunks are served only up to the largest size the manifest format allows.
 constexpr std::uintmax_t kMaxServedChunk = protocol::kMaxChunkSize;
@@ -45,6 +52,14 @@ HttpResponse error(int status, std::string code, std::string message) {
   return r;
 }
 
+// A request body the protocol parser refused: 413 too_large for a body, string or list over its
+// limit, else 400 bad_request; the message is the parser's sentence naming the field.
+HttpResponse refused_body(std::error_code e, const std::string& why) {
+  const bool too_large = e == protocol::errc::too_large;
+  return error(too_large ? 413 : 400, too_large ? "too_large" : "bad_request",
+               why.empty() ? e.message() : why);
+}
+
 HttpResponse storage_error() {
   return error(500, "storage_failed",
                "the server could not read or write its database; try again later");
@@ -54,6 +69,15 @@ HttpResponse json_ok(std::string body) {
   HttpResponse r;
   r.body = std::move(body);
   return r;
+}
+
+// A whole decimal number, or std::nullopt.
+std::optional<int> parse_int(const std::string& text) {
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    return std::nullopt;
+  return n;
 }
 
 // Counts failed enrollments per address in a sliding window; a bounded table, so a flood of
@@ -151,9 +175,27 @@ struct Api::Impl {
     return std::make_unique<Connection>(*this, std::move(db));
   }
 
+  // What a GET /v1/inbox asks for.
+  struct InboxQuery {
+    protocol::Cursor cursor;
+    int limit = 0;  ///< 1..config.inbox_page
+    InboxScope scope = InboxScope::everything;
+    std::chrono::seconds wait{0};  ///< 0..protocol::kMaxInboxWaitSeconds
+  };
+
   HttpResponse enroll(const HttpRequest& req);
   HttpResponse checkin(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  // The request's cursor, or the refusal to answer with (400 bad_cursor, 409 cursor_reset).
+  std::optional<HttpResponse> read_cursor(const HttpRequest& req, protocol::Cursor& cursor) const;
   HttpResponse changes(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  HttpResponse outbox(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  // The query of a GET /v1/inbox, or the refusal to answer with.
+  std::optional<HttpResponse> read_inbox_query(const HttpRequest& req, InboxQuery& query) const;
+  // One page of `login`'s inbox after query.cursor: what GET /v1/inbox answers, now or, once
+  // something new arrived, after a wait. Fails with errc::storage_failed.
+  Result<protocol::InboxResponse> inbox_page(SQLite::Database& db, const std::string& login,
+                                             const InboxQuery& query);
+  HttpResponse inbox(const HttpRequest& req, const Device& device, SQLite::Database& db);
   HttpResponse chunk(std::string_view hash, const Device& device, SQLite::Database& db);
   HttpResponse authenticated(const HttpRequest& req);
 };
@@ -166,7 +208,7 @@ HttpResponse Api::Impl::enroll(const HttpRequest& req) {
   std::string why;
   auto parsed = protocol::parse_enroll_request(req.body, &why);
   if (!parsed)
-    return error(parsed.error() == protocol::errc::too_large ? 413 : 400, "bad_request", why);
+    return refused_body(parsed.error(), why);
   auto conn = connection();
   if (!conn)
     return storage_error();
@@ -205,7 +247,7 @@ HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
   std::string why;
   auto parsed = protocol::parse_checkin_request(req.body, &why);
   if (!parsed)
-    return error(parsed.error() == protocol::errc::too_large ? 413 : 400, "bad_request", why);
+    return refused_body(parsed.error(), why);
   Directory directory(db);
   const UnixTime t = now();
   if (!directory.record_checkin(device.id, parsed.value().device, t))
@@ -219,17 +261,26 @@ HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
   return json_ok(protocol::to_json(out));
 }
 
-HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
-                                SQLite::Database& db) {
+std::optional<HttpResponse> Api::Impl::read_cursor(const HttpRequest& req,
+                                                   protocol::Cursor& cursor) const {
   auto cursor_it = req.query.find("cursor");
-  auto cursor = protocol::Cursor::parse(cursor_it == req.query.end() ? "" : cursor_it->second);
-  if (!cursor)
+  auto parsed = protocol::Cursor::parse(cursor_it == req.query.end() ? "" : cursor_it->second);
+  if (!parsed)
     return error(400, "bad_cursor",
                  "the cursor is not one this server gave out; start again from an empty cursor");
-  if (!cursor.value().epoch.empty() && cursor.value().epoch != identity.server_epoch)
+  if (!parsed.value().epoch.empty() && parsed.value().epoch != identity.server_epoch)
     return error(409, "cursor_reset",
                  "the server's database was replaced (restored from a backup?); start again "
                  "from an empty cursor");
+  cursor = std::move(parsed).value();
+  return std::nullopt;
+}
+
+HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
+                                SQLite::Database& db) {
+  protocol::Cursor cursor;
+  if (auto refusal = read_cursor(req, cursor))
+    return *refusal;
   int limit = config.changes_page;
   if (auto it = req.query.find("limit"); it != req.query.end()) {
     try {
@@ -241,11 +292,11 @@ HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
   }
   Catalog catalog(db, data_dir);
   // One more than the page tells whether another page follows.
-  auto found = catalog.changes_since(device.login, cursor.value().seq, limit + 1);
+  auto found = catalog.changes_since(device.login, cursor.seq, limit + 1);
   if (!found)
     return storage_error();
   protocol::ChangesResponse out;
-  std::int64_t last = cursor.value().seq;
+  std::int64_t last = cursor.seq;
   auto& items = found.value();
   out.more = static_cast<int>(items.size()) > limit;
   if (out.more)
@@ -259,6 +310,72 @@ HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
   }
   out.cursor = protocol::Cursor{identity.server_epoch, last}.to_string();
   return json_ok(protocol::to_json(out));
+}
+
+HttpResponse Api::Impl::outbox(const HttpRequest& req, const Device& device, SQLite::Database& db) {
+  std::string why;
+  auto upload = protocol::parse_outbox_upload(req.body, &why);
+  if (!upload)
+    return refused_body(upload.error(), why);
+  Messaging messaging(db);
+  auto answer = messaging.apply_outbox(device.id, device.login, upload.value().items, now());
+  if (!answer)
+    return storage_error();
+  return json_ok(protocol::to_json(answer.value()));
+}
+
+std::optional<HttpResponse> Api::Impl::read_inbox_query(const HttpRequest& req,
+                                                        InboxQuery& query) const {
+  if (auto refusal = read_cursor(req, query.cursor))
+    return refusal;
+  const int most = std::clamp(config.inbox_page, 1, protocol::kMaxInboxPage);
+  query.limit = most;
+  if (auto it = req.query.find("limit"); it != req.query.end()) {
+    auto n = parse_int(it->second);
+    if (!n)
+      return error(400, "bad_request", "limit must be a number from 1 to " + std::to_string(most));
+    query.limit = std::clamp(*n, 1, most);
+  }
+  query.scope = InboxScope::everything;
+  if (auto it = req.query.find("priority"); it != req.query.end() && !it->second.empty()) {
+    if (it->second != kUrgentPriority)
+      return error(400, "bad_request",
+                   "priority takes only \"urgent\" (urgent and emergency messages only)");
+    query.scope = InboxScope::urgent_only;
+  }
+  query.wait = std::chrono::seconds{0};
+  if (auto it = req.query.find("wait"); it != req.query.end()) {
+    auto n = parse_int(it->second);
+    if (!n)
+      return error(400, "bad_request",
+                   "wait must be a number of seconds from 0 to " +
+                       std::to_string(protocol::kMaxInboxWaitSeconds));
+    query.wait = std::chrono::seconds{std::clamp(*n, 0, protocol::kMaxInboxWaitSeconds)};
+  }
+  return std::nullopt;
+}
+
+Result<protocol::InboxResponse> Api::Impl::inbox_page(SQLite::Database& db,
+                                                      const std::string& login,
+                                                      const InboxQuery& query) {
+  Messaging messaging(db);
+  KABAN_TRY(page, messaging.inbox_since(login, query.cursor.seq, query.limit, query.scope));
+  protocol::InboxResponse out;
+  out.changes = std::move(page.changes);
+  out.more = page.more;
+  out.cursor = protocol::Cursor{identity.server_epoch, page.last_seq}.to_string();
+  return out;
+}
+
+HttpResponse Api::Impl::inbox(const HttpRequest& req, const Device& device, SQLite::Database& db) {
+  InboxQuery query;
+  if (auto refusal = read_inbox_query(req, query))
+    return *refusal;
+  // query.wait is read and bounded but not waited on yet: the answer is always immediate.
+  auto page = inbox_page(db, device.login, query);
+  if (!page)
+    return storage_error();
+  return json_ok(protocol::to_json(page.value()));
 }
 
 HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLite::Database& db) {
@@ -311,6 +428,10 @@ HttpResponse Api::Impl::authenticated(const HttpRequest& req) {
     r = checkin(req, *found.value(), db);
   } else if (req.path == kChangesPath) {
     r = changes(req, *found.value(), db);
+  } else if (req.path == kOutboxPath) {
+    r = outbox(req, *found.value(), db);
+  } else if (req.path == kInboxPath) {
+    r = inbox(req, *found.value(), db);
   } else {
     r = chunk(std::string_view(req.path).substr(kChunksPrefix.size()), *found.value(), db);
   }
@@ -337,6 +458,10 @@ std::optional<std::size_t> Api::body_limit(const HttpRequest& head, HttpResponse
   if (path == kCheckinPath)
     return expect("POST", protocol::kMaxCheckinRequestSize);
   if (path == kChangesPath)
+    return expect("GET", kNoBody);
+  if (path == kOutboxPath)
+    return expect("POST", protocol::kMaxOutboxRequestSize);
+  if (path == kInboxPath)
     return expect("GET", kNoBody);
   if (path.starts_with(kChunksPrefix))
     return expect("GET", kNoBody);

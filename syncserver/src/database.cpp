@@ -89,6 +89,110 @@ constexpr schema::Migration kServerMigrations[] = {
       ) WITHOUT ROWID;
       CREATE INDEX version_chunks_hash ON version_chunks(hash);
     )sql"},
+    {2, R"sql(
+      -- Named sequences. 'inbox' numbers every change of the message lane (messages, memberships,
+      -- read and acknowledgement marks, learning statements); it is advanced inside the write
+      -- transaction that makes the change, so sequence order is commit order.
+      CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      INSERT INTO counters(name, value) VALUES ('inbox', 0);
+
+      CREATE TABLE channels (
+        id         TEXT PRIMARY KEY,  -- see protocol/channel.hpp: GROUP, dm:A:B, announce:AUDIENCE
+        kind       TEXT NOT NULL CHECK (kind IN ('group', 'direct', 'announcement')),
+        title      TEXT NOT NULL,
+        audience   TEXT,              -- announcement: 'all' or a group channel id; else NULL
+        created_at INTEGER NOT NULL,
+        CHECK ((kind = 'announcement') = (audience IS NOT NULL))
+      ) WITHOUT ROWID;
+      INSERT INTO channels(id, kind, title, audience, created_at)
+        VALUES ('announce:all', 'announcement', 'Announcements', 'all',
+                CAST(strftime('%s', 'now') AS INTEGER));
+
+      -- Who belongs to a group or direct channel (role 'member') and who may post to an
+      -- announcement channel (role 'sender'). A removal keeps the row with removed = 1; every
+      -- change takes a new inbox seq, which is how the person's devices learn of it.
+      CREATE TABLE channel_members (
+        channel_id TEXT NOT NULL REFERENCES channels(id),
+        login      TEXT NOT NULL REFERENCES users(login),
+        role       TEXT NOT NULL CHECK (role IN ('member', 'sender')),
+        removed    INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1)),
+        seq        INTEGER UNIQUE NOT NULL,
+        changed_at INTEGER NOT NULL,
+        PRIMARY KEY (channel_id, login, role)
+      ) WITHOUT ROWID;
+      CREATE INDEX channel_members_login ON channel_members(login, seq);
+
+      -- One row per message whatever its audience. seq is the rowid: the feed reads messages in
+      -- seq order and bodies are up to 8 KiB, too large for a WITHOUT ROWID table.
+      CREATE TABLE messages (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT UNIQUE NOT NULL,  -- the sender's UUID
+        channel_id  TEXT NOT NULL REFERENCES channels(id),
+        sender      TEXT NOT NULL,         -- login; '' for IT (admin announce)
+        sender_name TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        priority    INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 2),
+        require_ack INTEGER NOT NULL DEFAULT 0 CHECK (require_ack IN (0, 1)),
+        created_at  INTEGER NOT NULL,      -- the sender's device time
+        accepted_at INTEGER NOT NULL,
+        device_id   TEXT,                  -- NULL for admin announce
+        device_seq  INTEGER
+      );
+      CREATE INDEX messages_channel ON messages(channel_id, seq);
+      CREATE INDEX messages_channel_urgent ON messages(channel_id, seq) WHERE priority >= 1;
+
+      -- A person's marks on a message. seq is set (anew) only when read_at or acked_at is first
+      -- set: those marks travel to the person's other devices; delivery does not.
+      CREATE TABLE receipts (
+        message_id   TEXT NOT NULL REFERENCES messages(id),
+        login        TEXT NOT NULL REFERENCES users(login),
+        delivered_at INTEGER,
+        read_at      INTEGER,
+        acked_at     INTEGER,
+        seq          INTEGER UNIQUE,
+        PRIMARY KEY (message_id, login)
+      ) WITHOUT ROWID;
+      CREATE INDEX receipts_login ON receipts(login, seq);
+
+      -- xAPI statements as received (canonical JSON), with the facts the reports read.
+      CREATE TABLE statements (
+        seq              INTEGER PRIMARY KEY,
+        id               TEXT UNIQUE NOT NULL,
+        login            TEXT NOT NULL REFERENCES users(login),
+        device_id        TEXT NOT NULL,
+        statement        TEXT NOT NULL,
+        verb             TEXT NOT NULL,
+        object_id        TEXT NOT NULL,
+        course_id        TEXT NOT NULL,  -- '' for an activity that is not a Kaban course
+        lesson_id        TEXT NOT NULL,  -- '' for the course itself
+        timestamp        INTEGER NOT NULL,
+        progress         INTEGER,
+        completion       INTEGER,
+        success          INTEGER,
+        score            REAL,
+        duration_seconds INTEGER,
+        stored_at        INTEGER NOT NULL
+      );
+      CREATE INDEX statements_login ON statements(login, seq);
+      CREATE INDEX statements_course ON statements(course_id, login);
+      CREATE INDEX statements_stored ON statements(stored_at, seq);
+
+      -- What the server answered for each outbox item of each device: the at-most-once record.
+      CREATE TABLE outbox_log (
+        device_id   TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        item_id     TEXT UNIQUE NOT NULL,
+        kind        TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('accepted', 'duplicate', 'rejected')),
+        code        TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (device_id, seq)
+      ) WITHOUT ROWID;
+    )sql"},
 };
 
 Result<std::unique_ptr<SQLite::Database>> open_connection(const fs::path& dir, bool create) {

@@ -8,13 +8,13 @@
 #include "kaban/crypto/bytes.hpp"
 #include "kaban/crypto/random.hpp"
 #include "kaban/crypto/sha256.hpp"
+#include "kaban/protocol/channel.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
 #include "kaban/server/error.hpp"
 
 namespace kaban::server {
 namespace {
 
-constexpr std::size_t kMaxLoginSize = 64;
 constexpr std::string_view kCrockfordAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 constexpr int kBitsPerCodeChar = 5;
 constexpr std::size_t kCodeGroupSize = 4;
@@ -84,21 +84,8 @@ Device read_device(SQLite::Statement& row) {
 
 }  // namespace
 
-bool is_valid_login(std::string_view login) {
-  if (login.empty() || login.size() > kMaxLoginSize)
-    return false;
-  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(login.front()))
-    return false;
-  for (const char c : login) {
-    if (!alnum(c) && c != '.' && c != '_' && c != '-')
-      return false;
-  }
-  return true;
-}
-
 Result<void> Directory::add_user(std::string_view login, std::string_view name, UnixTime now) {
-  if (!is_valid_login(login))
+  if (!protocol::is_valid_login(login))
     return errc::invalid_login;
   if (name.empty() || name.size() > kMaxUserNameSize)
     return errc::invalid_name;

@@ -48,6 +48,17 @@ const char* describe(errc e) noexcept {
              "published";
     case errc::no_such_course:
       return "there is no course with this id; publish it first";
+    case errc::invalid_channel:
+      return "a channel name is 1 to 64 characters of a-z, 0-9, '.', '_' and '-', starting with a "
+             "letter or digit, and its title 1 to 200 characters of text; nothing was changed";
+    case errc::channel_exists:
+      return "a channel with this name already exists; choose another name";
+    case errc::no_such_channel:
+      return "there is no channel with this name; create it first with `admin channel add`";
+    case errc::invalid_message:
+      return "a message is 1 to 8192 bytes of text; nothing was sent";
+    case errc::no_such_message:
+      return "there is no message with this id; check the id `admin announce` printed";
   }
   return "unknown kaban.server error";
 }

@@ -63,16 +63,17 @@ class DirectoryTest : public ::testing::Test {
   std::unique_ptr<Directory> directory_;
 };
 
-TEST(Login, FollowsTheIdRule) {
-  EXPECT_TRUE(is_valid_login("alice"));
-  EXPECT_TRUE(is_valid_login("a.aoki-2_x"));
-  EXPECT_TRUE(is_valid_login(std::string(64, 'a')));
-  EXPECT_FALSE(is_valid_login(std::string(65, 'a')));
-  EXPECT_FALSE(is_valid_login(""));
-  EXPECT_FALSE(is_valid_login("Alice"));
-  EXPECT_FALSE(is_valid_login("-alice"));
-  EXPECT_FALSE(is_valid_login("al ice"));
-  EXPECT_FALSE(is_valid_login("alice/x"));
+TEST_F(DirectoryTest, LoginsFollowTheProtocolRule) {
+  EXPECT_TRUE(directory_->add_user("a.aoki-2_x", "A", kNow));
+  EXPECT_TRUE(directory_->add_user(std::string(64, 'a'), "A", kNow));
+  for (const std::string& bad :
+       {std::string(65, 'a'), std::string(), std::string("Alice"), std::string("-alice"),
+        std::string("al ice"), std::string("alice/x")}) {
+    auto added = directory_->add_user(bad, "Someone", kNow);
+    ASSERT_FALSE(added) << bad;
+    EXPECT_EQ(added.error(), errc::invalid_login) << bad;
+  }
+  EXPECT_EQ(count("users"), 3);
 }
 
 TEST_F(DirectoryTest, UsersAreAddedOnceAndListed) {

@@ -8,15 +8,20 @@
 #include <filesystem>
 #include <optional>
 #include <ostream>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "kaban/result.hpp"
+#include "kaban/server/database.hpp"
+#include "kaban/server/messaging.hpp"
 
 namespace kaban::server {
 
-/// How a listing is printed.
-enum class Listing { table, json };
+/// How a listing is printed: aligned columns for a person, JSON or CSV (RFC 4180, times in
+/// RFC 3339; a cell starting with = + - or @ gets a leading ' so a spreadsheet shows it as text)
+/// for programs and spreadsheets. Each command says which it offers.
+enum class Listing { table, json, csv };
 
 /// The server_meta key where `serve` records the address it listens on, so enroll-code can
 /// name it when no --server is given.
@@ -46,6 +51,46 @@ Result<void> admin_course_list(const std::filesystem::path& dir, Listing how, st
                                std::string& why);
 Result<void> admin_device_list(const std::filesystem::path& dir, Listing how, std::ostream& out,
                                std::string& why);
+
+/// Creates group channel `id`; `title` "" means the id.
+Result<void> admin_channel_add(const std::filesystem::path& dir, std::string_view id,
+                               std::string_view title, std::ostream& out, std::string& why);
+/// Every channel (table or json).
+Result<void> admin_channel_list(const std::filesystem::path& dir, Listing how, std::ostream& out,
+                                std::string& why);
+/// Adds or removes members of a group channel, all or none; prints how many changed.
+Result<void> admin_channel_members_add(const std::filesystem::path& dir, std::string_view channel,
+                                       std::span<const std::string> logins, std::ostream& out,
+                                       std::string& why);
+Result<void> admin_channel_members_remove(const std::filesystem::path& dir,
+                                          std::string_view channel,
+                                          std::span<const std::string> logins, std::ostream& out,
+                                          std::string& why);
+/// Names or unnames who may post to the announcements of `audience` ("all" or a group channel).
+Result<void> admin_channel_senders_add(const std::filesystem::path& dir, std::string_view audience,
+                                       std::span<const std::string> logins, std::ostream& out,
+                                       std::string& why);
+Result<void> admin_channel_senders_remove(const std::filesystem::path& dir,
+                                          std::string_view audience,
+                                          std::span<const std::string> logins, std::ostream& out,
+                                          std::string& why);
+/// Posts an announcement from IT; prints its message id (the argument of admin_acks) alone on
+/// a line.
+Result<void> admin_announce(const std::filesystem::path& dir, const Announcement& announcement,
+                            std::ostream& out, std::string& why);
+/// Who of the message's audience has it delivered, read and acknowledged (table or csv); the
+/// table ends with a summary line "N of M acknowledged".
+Result<void> admin_acks(const std::filesystem::path& dir, std::string_view message_id, Listing how,
+                        std::ostream& out, std::string& why);
+/// Every user's progress per course, or in `course_id` only (table or csv).
+Result<void> admin_report_completion(const std::filesystem::path& dir, std::string_view course_id,
+                                     Listing how, std::ostream& out, std::string& why);
+/// Writes the statements stored since `since` as one JSON array an LRS accepts, to `file`, or to
+/// `out` when `file` is empty. A file is written whole or not at all (a temporary file renamed
+/// into place); then a line on `out` says how many statements it holds.
+Result<void> admin_export_statements(const std::filesystem::path& dir, UnixTime since,
+                                     const std::filesystem::path& file, std::ostream& out,
+                                     std::string& why);
 
 /// Records where `serve` listens (see kListenAddressKey).
 Result<void> record_listen_address(const std::filesystem::path& dir, std::string_view address);

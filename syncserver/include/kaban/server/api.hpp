@@ -20,6 +20,8 @@ struct ApiConfig {
   std::size_t rate_limit_addresses = 10'000;
   /// Most changes in one /v1/changes page.
   int changes_page = 100;
+  /// Most changes in one /v1/inbox page (at most protocol::kMaxInboxPage).
+  int inbox_page = 200;
 };
 
 /// Answers every /v1 request. handle() and body_limit() may run on any io thread at once: each

@@ -60,8 +60,8 @@ class Directory {
  public:
   explicit Directory(SQLite::Database& db) : db_(db) {}
 
-  /// Adds a user. Fails with errc::invalid_login unless `login` matches
-  /// [a-z0-9][a-z0-9._-]{0,63}, errc::invalid_name for an empty name or one over
+  /// Adds a user. Fails with errc::invalid_login unless protocol::is_valid_login(login)
+  /// ([a-z0-9][a-z0-9._-]{0,63}), errc::invalid_name for an empty name or one over
   /// kMaxUserNameSize bytes, errc::user_exists if the login is taken.
   Result<void> add_user(std::string_view login, std::string_view name, UnixTime now);
   /// Every user, by login.
@@ -102,8 +102,5 @@ class Directory {
  private:
   SQLite::Database& db_;
 };
-
-/// True if `login` matches [a-z0-9][a-z0-9._-]{0,63}.
-bool is_valid_login(std::string_view login);
 
 }  // namespace kaban::server

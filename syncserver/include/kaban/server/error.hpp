@@ -1,4 +1,5 @@
-// Error codes of the sync server's data layer (data directory, users, devices, courses).
+// Error codes of the sync server's data layer (data directory, users, devices, courses,
+// channels and messages).
 #pragma once
 
 #include <system_error>
@@ -26,6 +27,11 @@ enum class errc {
   path_escapes,         ///< a file path that leaves the course folder or goes through a symlink
   file_missing,         ///< a file named by course.json that is absent or not a regular file
   no_such_course,       ///< a course id that was never published
+  invalid_channel,  ///< a channel id or title that breaks the rules, or the wrong kind of channel
+  channel_exists,   ///< add_channel with an id that is taken
+  no_such_channel,  ///< a channel id that does not exist
+  invalid_message,  ///< a message body that is empty, too long or not text
+  no_such_message,  ///< a message id the server does not hold
 };
 
 const std::error_category& error_category() noexcept;

@@ -1,0 +1,67 @@
+// Reading and writing channel and membership rows: what Messaging's admin commands
+// (messaging.cpp) and its outbox (messaging_outbox.cpp) share. Private to kaban::server. Every
+// function throws SQLite::Exception when SQLite fails; call inside the caller's transaction.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "kaban/protocol/channel.hpp"
+#include "kaban/server/database.hpp"
+
+namespace SQLite {
+class Database;
+}
+
+namespace kaban::server::detail {
+
+/// channel_members.role: belongs to a group or direct channel, or may post to an announcement
+/// channel.
+inline constexpr const char* kMemberRole = "member";
+inline constexpr const char* kSenderRole = "sender";
+/// The audience of announce:all.
+inline constexpr std::string_view kAllAudience = "all";
+
+/// The ids of the channels :login may read now, as a subquery with a :login parameter. The one
+/// place this is decided: the inbox feed, receipts and acknowledgements all use it. Rows of
+/// channel_members with role 'member' exist only for group and direct channels, rows with role
+/// 'sender' only for announcement channels; a named sender reads what they may post to.
+inline constexpr const char* kVisibleChannels =
+    "SELECT cm.channel_id FROM channel_members cm WHERE cm.login = :login AND cm.removed = 0 "
+    "UNION SELECT 'announce:all' FROM users u WHERE u.login = :login "
+    "UNION SELECT a.id FROM channels a JOIN channel_members g ON g.channel_id = a.audience "
+    "WHERE a.kind = 'announcement' AND g.login = :login AND g.role = 'member' "
+    "AND g.removed = 0";
+
+/// A channels row. `audience` is "" unless kind is announcement.
+struct ChannelRow {
+  std::string id;
+  protocol::ChannelKind kind = protocol::ChannelKind::group;
+  std::string title;
+  std::string audience;
+};
+
+/// channels.kind for a kind, and back (an unknown text reads as group).
+const char* kind_text(protocol::ChannelKind kind);
+protocol::ChannelKind kind_from_text(const std::string& text);
+
+/// `text` in double quotes, for sentences that name a login, channel or id.
+std::string in_quotes(std::string_view text);
+/// 1..protocol::kMaxMessageBody bytes of protocol::is_valid_message_text.
+bool is_valid_body(std::string_view body);
+
+std::optional<ChannelRow> find_channel(SQLite::Database& db, std::string_view id);
+void insert_channel(SQLite::Database& db, const ChannelRow& channel, UnixTime now);
+/// The user's display name, or std::nullopt for an unknown login.
+std::optional<std::string> user_name(SQLite::Database& db, std::string_view login);
+
+/// True if `login` holds `role` in `channel` now.
+bool holds_role(SQLite::Database& db, std::string_view channel, std::string_view login,
+                const char* role);
+/// Gives (`holds`) or takes `role` in `channel` for `login` under a new inbox sequence, which is
+/// how the person's devices learn of it; false, and no sequence spent, if nothing changes.
+bool set_role(SQLite::Database& db, std::string_view channel, std::string_view login,
+              const char* role, bool holds, UnixTime now);
+
+}  // namespace kaban::server::detail
