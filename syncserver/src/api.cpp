@@ -21,6 +21,7 @@
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
 #include "kaban/server/messaging.hpp"
+#include "long_poll.hpp"
 
 namespace kaban::server {
 namespace {
@@ -137,11 +138,21 @@ struct Api::Impl {
   std::mutex pool_mutex;
   std::vector<std::unique_ptr<SQLite::Database>> pool;
 
+  // Declared last: its thread uses the pool, so it is destroyed (and joined) first.
+  std::unique_ptr<LongPoll> long_poll;
+
   Impl(fs::path dir, const ServerIdentity& id, ApiConfig cfg)
       : data_dir(std::move(dir)),
         identity(id),
         config(cfg),
-        limiter(cfg.enroll_failures_allowed, cfg.enroll_failure_window, cfg.rate_limit_addresses) {}
+        limiter(cfg.enroll_failures_allowed, cfg.enroll_failure_window, cfg.rate_limit_addresses) {
+    long_poll = std::make_unique<LongPoll>(
+        [this]() -> Result<std::int64_t> {
+          KABAN_TRY(conn, connection());
+          return Messaging(**conn).latest_inbox_seq();
+        },
+        LongPollConfig{cfg.inbox_poll_interval, cfg.max_waiting_requests});
+  }
 
   // A connection for the calling thread for the length of one request; returned to the pool
   // afterwards so the number of connections never exceeds the number of io threads.
@@ -195,9 +206,14 @@ struct Api::Impl {
   // something new arrived, after a wait. Fails with errc::storage_failed.
   Result<protocol::InboxResponse> inbox_page(SQLite::Database& db, const std::string& login,
                                              const InboxQuery& query);
-  HttpResponse inbox(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  // Answers GET /v1/inbox, or holds it (std::nullopt) when it may wait, has nothing new and
+  // `reply` is given: then `reply` is moved into the long-poll.
+  std::optional<HttpResponse> inbox(const HttpRequest& req, const Device& device,
+                                    SQLite::Database& db, Router::Reply* reply);
   HttpResponse chunk(std::string_view hash, const Device& device, SQLite::Database& db);
-  HttpResponse authenticated(const HttpRequest& req);
+  // The answer to an authenticated request, or std::nullopt if inbox() held it.
+  std::optional<HttpResponse> authenticated(const HttpRequest& req, Router::Reply* reply);
+  std::optional<HttpResponse> dispatch(const HttpRequest& req, Router::Reply* reply);
 };
 
 HttpResponse Api::Impl::enroll(const HttpRequest& req) {
@@ -367,15 +383,59 @@ Result<protocol::InboxResponse> Api::Impl::inbox_page(SQLite::Database& db,
   return out;
 }
 
-HttpResponse Api::Impl::inbox(const HttpRequest& req, const Device& device, SQLite::Database& db) {
+std::optional<HttpResponse> Api::Impl::inbox(const HttpRequest& req, const Device& device,
+                                             SQLite::Database& db, Router::Reply* reply) {
   InboxQuery query;
   if (auto refusal = read_inbox_query(req, query))
     return *refusal;
-  // query.wait is read and bounded but not waited on yet: the answer is always immediate.
+  // Read before the page: a message committed between the two still wakes the held request.
+  Messaging messaging(db);
+  auto seen = messaging.latest_inbox_seq();
   auto page = inbox_page(db, device.login, query);
-  if (!page)
+  if (!seen || !page)
     return storage_error();
-  return json_ok(protocol::to_json(page.value()));
+  if (!page.value().changes.empty() || query.wait.count() == 0 || reply == nullptr)
+    return json_ok(protocol::to_json(page.value()));
+
+  // Nothing new: hold the request. The check and the idle answer run on the long-poll's thread
+  // (or the stopping one) with a connection of their own; the idle answer carries the cursor
+  // of the latest empty page, so the device moves past other people's changes.
+  struct Held {
+    std::mutex mutex;
+    protocol::InboxResponse empty;
+  };
+  auto held = std::make_shared<Held>();
+  held->empty = std::move(page).value();
+  const std::string login = device.login;
+  const std::string device_id = device.id;
+  const std::string endpoint = req.method + " " + req.path;
+  auto finish = [device_id, endpoint](HttpResponse r) {
+    r.log_device = device_id;
+    r.log_endpoint = endpoint;
+    return r;
+  };
+  auto check = [this, held, login, query, finish]() -> std::optional<HttpResponse> {
+    auto conn = connection();
+    if (!conn)
+      return finish(storage_error());
+    auto next = inbox_page(**conn.value(), login, query);
+    if (!next)
+      return finish(storage_error());
+    if (!next.value().changes.empty())
+      return finish(json_ok(protocol::to_json(next.value())));
+    std::lock_guard lock(held->mutex);
+    held->empty = std::move(next).value();
+    return std::nullopt;
+  };
+  auto idle = [held, finish] {
+    std::lock_guard lock(held->mutex);
+    return finish(json_ok(protocol::to_json(held->empty)));
+  };
+  if (long_poll->hold(seen.value(), LongPoll::Clock::now() + query.wait, std::move(check),
+                      std::move(idle), *reply))
+    return std::nullopt;
+  // Full or stopping: answer the empty page now; the device asks again.
+  return json_ok(protocol::to_json(held->empty));
 }
 
 HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLite::Database& db) {
@@ -405,7 +465,7 @@ HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLit
   return r;
 }
 
-HttpResponse Api::Impl::authenticated(const HttpRequest& req) {
+std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Router::Reply* reply) {
   if (req.client_certificate.empty())
     return error(401, "certificate_required",
                  "this endpoint needs the device certificate; enroll the device first");
@@ -418,7 +478,7 @@ HttpResponse Api::Impl::authenticated(const HttpRequest& req) {
   auto found = directory.find_device(device_id);
   if (!found)
     return storage_error();
-  HttpResponse r;
+  std::optional<HttpResponse> r;
   if (!found.value()) {
     r = error(403, "unknown_device",
               "this server does not know this device; enroll it again with a new code");
@@ -431,11 +491,27 @@ HttpResponse Api::Impl::authenticated(const HttpRequest& req) {
   } else if (req.path == kOutboxPath) {
     r = outbox(req, *found.value(), db);
   } else if (req.path == kInboxPath) {
-    r = inbox(req, *found.value(), db);
+    r = inbox(req, *found.value(), db, reply);
   } else {
     r = chunk(std::string_view(req.path).substr(kChunksPrefix.size()), *found.value(), db);
   }
-  r.log_device = device_id;
+  if (r)
+    r->log_device = device_id;
+  return r;
+}
+
+std::optional<HttpResponse> Api::Impl::dispatch(const HttpRequest& request, Router::Reply* reply) {
+  std::optional<HttpResponse> r;
+  std::string endpoint = request.path;
+  if (request.path == kEnrollPath) {
+    r = enroll(request);
+  } else {
+    r = authenticated(request, reply);
+    if (request.path.starts_with(kChunksPrefix))
+      endpoint = std::string(kChunksPrefix) + ":hash";
+  }
+  if (r)
+    r->log_endpoint = request.method + " " + endpoint;
   return r;
 }
 
@@ -470,17 +546,16 @@ std::optional<std::size_t> Api::body_limit(const HttpRequest& head, HttpResponse
 }
 
 HttpResponse Api::handle(const HttpRequest& request) {
-  HttpResponse r;
-  std::string endpoint = request.path;
-  if (request.path == kEnrollPath) {
-    r = impl_->enroll(request);
-  } else {
-    r = impl_->authenticated(request);
-    if (request.path.starts_with(kChunksPrefix))
-      endpoint = std::string(kChunksPrefix) + ":hash";
-  }
-  r.log_endpoint = request.method + " " + endpoint;
-  return r;
+  return *impl_->dispatch(request, nullptr);
+}
+
+void Api::handle_async(HttpRequest request, Reply reply) {
+  if (auto r = impl_->dispatch(request, &reply))
+    reply(std::move(*r));
+}
+
+void Api::stopping() {
+  impl_->long_poll->stop();
 }
 
 }  // namespace kaban::server

@@ -1,5 +1,7 @@
 // The /v1 outbox and inbox endpoints through Api::handle(), without the network: what a device
 // sends in, what it gets back.
+#include <chrono>
+#include <future>
 #include <map>
 
 #include <SQLiteCpp/Database.h>
@@ -45,6 +47,7 @@ class ApiTest : public ::testing::Test {
         messaging.add_members("team-a", std::vector<std::string>{"alice", "bob"}, kNow, why));
     ApiConfig config;
     config.inbox_page = 3;
+    config.inbox_poll_interval = std::chrono::milliseconds(20);
     api_ = std::make_unique<Api>(tmp_.path(), *identity_, config);
   }
 
@@ -83,6 +86,38 @@ class ApiTest : public ::testing::Test {
     req.peer_address = "127.0.0.1";
     req.client_certificate = certificate;
     return api_->handle(req);
+  }
+
+  // GET through handle_async(): the answer, whenever it comes.
+  std::future<HttpResponse> get_async(const crypto::Bytes& certificate, const std::string& path,
+                                      std::map<std::string, std::string> query) {
+    HttpRequest req;
+    req.method = "GET";
+    req.path = path;
+    req.target = path;
+    req.query = std::move(query);
+    req.peer_address = "127.0.0.1";
+    req.client_certificate = certificate;
+    auto promise = std::make_shared<std::promise<HttpResponse>>();
+    auto future = promise->get_future();
+    api_->handle_async(std::move(req),
+                       [promise](HttpResponse r) { promise->set_value(std::move(r)); });
+    return future;
+  }
+
+  // The cursor after everything `certificate`'s user can see now.
+  std::string caught_up(const crypto::Bytes& certificate) {
+    std::string cursor;
+    for (;;) {
+      auto page =
+          protocol::parse_inbox_response(get(certificate, "/v1/inbox", {{"cursor", cursor}}).body);
+      EXPECT_TRUE(page);
+      if (!page)
+        return cursor;
+      cursor = page.value().cursor;
+      if (!page.value().more)
+        return cursor;
+    }
   }
 
   static std::string error_code(const HttpResponse& r) {
@@ -202,6 +237,58 @@ TEST_F(ApiTest, BadRequestsAreRefusedNamingWhatIsWrong) {
   head.method = "GET";
   head.path = "/v1/inbox";
   EXPECT_EQ(api_->body_limit(head, refusal), 0u);
+}
+
+TEST_F(ApiTest, AWaitingInboxRequestIsAnsweredWhenAMessageArrives) {
+  const std::string cursor = caught_up(bob_);
+  auto answer = get_async(bob_, "/v1/inbox", {{"cursor", cursor}, {"wait", "30"}});
+  EXPECT_EQ(answer.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "answered at once although nothing was new";
+
+  // A message for someone else moves the sequence but must not wake Bob with an empty page.
+  std::string why;
+  Messaging messaging(*db_);
+  ASSERT_TRUE(messaging.add_channel("team-b", "Team B", kNow, why));
+  ASSERT_TRUE(messaging.add_members("team-b", std::vector<std::string>{"alice"}, kNow, why));
+  EXPECT_EQ(answer.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+
+  const auto begin = std::chrono::steady_clock::now();
+  Announcement a;
+  a.audience = "all";
+  a.body = "Shelters open at 18:00";
+  a.priority = protocol::Priority::urgent;
+  ASSERT_TRUE(messaging.announce(a, kNow, why)) << why;
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(2));
+  HttpResponse r = answer.get();
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.log_endpoint, "GET /v1/inbox");
+  EXPECT_EQ(r.log_device.size(), 64u);
+  auto page = protocol::parse_inbox_response(r.body);
+  ASSERT_TRUE(page) << r.body;
+  ASSERT_EQ(page.value().changes.size(), 1u);
+  EXPECT_EQ(page.value().changes[0].message->body, "Shelters open at 18:00");
+}
+
+TEST_F(ApiTest, AWaitingInboxRequestEndsEmptyAtItsDeadlineOrWhenTheServerStops) {
+  const std::string cursor = caught_up(bob_);
+  const auto begin = std::chrono::steady_clock::now();
+  auto answer = get_async(bob_, "/v1/inbox", {{"cursor", cursor}, {"wait", "1"}});
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_GE(std::chrono::steady_clock::now() - begin, std::chrono::seconds(1));
+  auto page = protocol::parse_inbox_response(answer.get().body);
+  ASSERT_TRUE(page);
+  EXPECT_TRUE(page.value().changes.empty());
+  EXPECT_EQ(page.value().cursor, cursor);
+
+  auto held = get_async(bob_, "/v1/inbox", {{"cursor", cursor}, {"wait", "60"}});
+  EXPECT_EQ(held.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
+  api_->stopping();
+  ASSERT_EQ(held.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(held.get().status, 200);
+  // After stopping, a waiting request is answered at once.
+  auto late = get_async(bob_, "/v1/inbox", {{"cursor", cursor}, {"wait", "60"}});
+  ASSERT_EQ(late.wait_for(std::chrono::seconds(0)), std::future_status::ready);
 }
 
 }  // namespace

@@ -22,6 +22,11 @@ struct ApiConfig {
   int changes_page = 100;
   /// Most changes in one /v1/inbox page (at most protocol::kMaxInboxPage).
   int inbox_page = 200;
+  /// GET /v1/inbox?wait=S: how often held requests look at the inbox sequence (a new message
+  /// reaches a waiting device within about this long), and how many may be held at once (past
+  /// that, requests are answered at once and the device asks again).
+  std::chrono::milliseconds inbox_poll_interval{250};
+  std::size_t max_waiting_requests = 20'000;
 };
 
 /// Answers every /v1 request. handle() and body_limit() may run on any io thread at once: each
@@ -33,7 +38,13 @@ class Api final : public Router {
   ~Api() override;
 
   std::optional<std::size_t> body_limit(const HttpRequest& head, HttpResponse& refusal) override;
+  /// Answers at once, except GET /v1/inbox?wait=S with nothing new: that is held (on the
+  /// Api's own thread, no io thread) until something arrives for the caller's user or S seconds
+  /// pass, then answered with the page, or an empty one.
   HttpResponse handle(const HttpRequest& request) override;
+  void handle_async(HttpRequest request, Reply reply) override;
+  /// Answers every held inbox request with an empty page; later ones are answered at once.
+  void stopping() override;
 
  private:
   struct Impl;
