@@ -36,9 +36,13 @@ const char* describe(errc e) noexcept {
     case errc::content_invalid:
       return "downloaded content failed its signature or hash check and was discarded";
     case errc::not_found:
-      return "no such course, lesson or file on this device";
+      return "no such course, lesson, file, channel or message on this device";
     case errc::interrupted:
       return "interrupted; what was downloaded so far is kept";
+    case errc::invalid_input:
+      return "the agent cannot accept this input";
+    case errc::not_allowed:
+      return "not allowed";
   }
   return "unknown kaban.agent error";
 }

@@ -127,7 +127,22 @@ struct HttpsClient::Impl {
 // which closes the socket when it passes), so running until the handler fires is bounded.
 void HttpsClient::Impl::run_until(const bool& done) {
   ioc.restart();
-  while (!done && ioc.run_one() != 0) {
+  if (!config.cancel) {
+    while (!done && ioc.run_one() != 0) {
+    }
+    return;
+  }
+  // Cancelling the socket makes the pending operation complete with operation_aborted, so the
+  // loop still ends on its handler; the caller then sees the flag and reports interrupted.
+  bool cancelled = false;
+  while (!done) {
+    if (!cancelled && config.cancel->load()) {
+      cancelled = true;
+      if (stream)
+        beast::get_lowest_layer(*stream).cancel();
+    }
+    if (ioc.run_one_for(kCancelPoll) == 0 && ioc.stopped())
+      break;
   }
 }
 
@@ -352,12 +367,26 @@ Result<HttpsResponse> HttpsClient::Impl::request(std::string_view method, std::s
   req.prepare_payload();
   const bool is_head = verb == http::verb::head;
 
+  const auto cancelled = [this] { return config.cancel && config.cancel->load(); };
+  const auto interrupted = [this] {
+    drop();
+    last_failure = "stopped before " + where() + " answered";
+    return std::error_code(errc::interrupted);
+  };
+  if (cancelled())
+    return interrupted();
   const bool reused = stream.has_value();
   if (!reused) {
-    KABAN_TRYV(connect());
+    auto connected = connect();
+    if (cancelled())
+      return interrupted();
+    if (!connected)
+      return connected.error();
   }
   bool closed_before_answer = false;
   auto response = exchange(req, is_head, closed_before_answer);
+  if (!response && cancelled())
+    return interrupted();
   // The server may close a kept-alive connection whenever it is idle (its idle timeout). If it
   // did so before reading this request, the request never ran, so sending it again on a fresh
   // connection is safe; uploads also carry ids the server applies at most once. Only once:
@@ -365,6 +394,8 @@ Result<HttpsResponse> HttpsClient::Impl::request(std::string_view method, std::s
   if (!response && closed_before_answer && reused) {
     KABAN_TRYV(connect());
     response = exchange(req, is_head, closed_before_answer);
+    if (!response && cancelled())
+      return interrupted();
   }
   return response;
 }

@@ -76,6 +76,84 @@ constexpr schema::Migration kStoreMigrations[] = {
       ) WITHOUT ROWID;
       CREATE INDEX version_chunks_by_hash ON version_chunks (hash);
     )sql"},
+    {3, R"sql(
+      -- The user's channels as the inbox last described them. A direct channel also appears
+      -- when the person writes its first message (the server creates it on that message).
+      CREATE TABLE channels (
+        id       TEXT PRIMARY KEY,
+        kind     TEXT NOT NULL CHECK (kind IN ('group', 'direct', 'announcement')),
+        title    TEXT NOT NULL,
+        can_post INTEGER NOT NULL CHECK (can_post IN (0, 1))
+      ) WITHOUT ROWID;
+
+      -- Messages from the inbox and the person's own, by the sender's UUID. seq is the server's
+      -- inbox sequence, NULL until the server echoes the message back; a rowid table so that
+      -- messages without a seq keep the order they were written in.
+      --   pending   written here, not yet taken by the server
+      --   sent      the server holds it
+      --   rejected  the server refused it for good; reason says why
+      CREATE TABLE messages (
+        id          TEXT PRIMARY KEY,
+        seq         INTEGER,
+        channel     TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        priority    INTEGER NOT NULL CHECK (priority IN (0, 1, 2)),
+        require_ack INTEGER NOT NULL CHECK (require_ack IN (0, 1)),
+        created_at  INTEGER NOT NULL,
+        accepted_at INTEGER NOT NULL DEFAULT 0,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'rejected')),
+        reason      TEXT NOT NULL DEFAULT ''
+      );
+      CREATE INDEX messages_by_channel ON messages (channel);
+      CREATE INDEX messages_by_seq ON messages (seq);
+
+      -- The person's own read and acknowledgement marks, by message id (0 = not yet). Kept apart
+      -- from messages: a mark made on another device may arrive before its message does.
+      CREATE TABLE message_marks (
+        message_id TEXT PRIMARY KEY,
+        read_at    INTEGER NOT NULL DEFAULT 0,
+        acked_at   INTEGER NOT NULL DEFAULT 0
+      ) WITHOUT ROWID;
+
+      -- What waits for upload, in the order it was made. AUTOINCREMENT: a seq is never given
+      -- out twice, even after the newest rows were deleted, so the server's per-device order
+      -- holds. payload is the kind's fields as JSON (for a statement, the statement itself).
+      -- A row is deleted only once the server answered accepted or duplicate; a rejected row
+      -- stays, with the server's code and reason, until the person discards it.
+      CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        id         TEXT NOT NULL UNIQUE,
+        kind       TEXT NOT NULL CHECK (kind IN ('message', 'receipt', 'ack', 'statement')),
+        payload    TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        state      TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'rejected')),
+        code       TEXT NOT NULL DEFAULT '',
+        reason     TEXT NOT NULL DEFAULT ''
+      );
+
+      -- The person's xAPI statements, made here or echoed from their other devices, each once
+      -- by id. statement is the canonical text; the columns after it are copied out of it so
+      -- the progress summary need not parse it. uploaded = 1 once the server holds it.
+      CREATE TABLE statements (
+        id         TEXT PRIMARY KEY,
+        statement  TEXT NOT NULL,
+        course_id  TEXT NOT NULL,
+        lesson_id  TEXT NOT NULL,
+        verb       TEXT NOT NULL,
+        timestamp  INTEGER NOT NULL,
+        progress   INTEGER,
+        completion INTEGER,
+        success    INTEGER,
+        score      REAL,
+        duration   INTEGER,
+        uploaded   INTEGER NOT NULL DEFAULT 0 CHECK (uploaded IN (0, 1))
+      ) WITHOUT ROWID;
+      CREATE INDEX statements_by_lesson ON statements (course_id, lesson_id);
+
+      -- The inbox cursor lives in meta under 'inbox_cursor', apart from the course feed's.
+    )sql"},
 };
 
 }  // namespace

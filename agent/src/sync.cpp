@@ -5,6 +5,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "kaban/agent/device_identity.hpp"
@@ -12,10 +13,15 @@
 #include "kaban/agent/error.hpp"
 #include "kaban/agent/https_client.hpp"
 #include "kaban/agent/library.hpp"
+#include "kaban/agent/messages.hpp"
+#include "kaban/agent/outbox.hpp"
 #include "kaban/crypto/bytes.hpp"
+#include "kaban/crypto/error.hpp"
 #include "kaban/crypto/sha256.hpp"
+#include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
+#include "kaban/protocol/outbox.hpp"
 
 namespace kaban::agent {
 namespace {
@@ -23,6 +29,10 @@ namespace {
 // Received chunks waiting for the committer may hold this many batches' worth of bytes before
 // download threads wait: memory stays bounded however large the course.
 constexpr std::size_t kBufferedBatches = 2;
+// A long poll that comes back empty sooner than this is followed by a pause of the difference:
+// a server that does not hold polls open (or an idle cursor moving past other people's news)
+// must not turn watch into a busy loop.
+constexpr std::chrono::seconds kMinPollSpacing{1};
 // A chunk whose bytes do not match its hash (a bad proxy or cache, a flipped bit) is fetched
 // once more before the sync gives up.
 constexpr int kChunkAttempts = 2;
@@ -56,13 +66,19 @@ class ClientFactory {
   ClientFactory(const DeviceIdentity& identity, const SyncOptions& options)
       : identity_(identity), options_(options) {}
 
-  HttpsClient make(std::size_t max_body) const {
+  // `cancel` makes the client give up a request when the flag is set: for message-lane
+  // connections, whose long polls would otherwise hold up a Ctrl-C. Chunk downloads do without,
+  // so that a download in flight finishes and is kept.
+  HttpsClient make(std::size_t max_body, std::chrono::milliseconds request_timeout = {},
+                   const std::atomic<bool>* cancel = nullptr) const {
     HttpsClientConfig config;
     config.host = identity_.server_host;
     config.port = identity_.server_port;
     config.connect_timeout = options_.connect_timeout;
-    config.request_timeout = options_.request_timeout;
+    config.request_timeout =
+        request_timeout.count() > 0 ? request_timeout : options_.request_timeout;
     config.max_response_body = max_body;
+    config.cancel = cancel;
     config.user_agent = user_agent();
     crypto::TlsClientTrust trust;
     trust.ca_pem = identity_.ca_pem;
@@ -84,7 +100,9 @@ class ChunkDownload {
                 std::vector<protocol::ChunkRef> chunks)
       : clients_(clients), options_(options), chunks_(std::move(chunks)) {}
 
-  Result<void> run(Library& library, SyncReport& report, std::string& why) {
+  // `store_mutex` guards the store against the message-lane thread that runs meanwhile.
+  Result<void> run(Library& library, std::mutex& store_mutex, SyncReport& report,
+                   std::string& why) {
     const int threads = std::clamp<int>(options_.parallel_downloads, 1,
                                         static_cast<int>(std::max<std::size_t>(chunks_.size(), 1)));
     running_ = threads;
@@ -108,7 +126,12 @@ class ChunkDownload {
       space_free_.notify_all();
       lock.unlock();
       if (!batch.empty() && (finished || batch_bytes >= options_.commit_batch_bytes)) {
-        if (auto put = library.put_chunks(batch); !put) {
+        Result<void> put = ok();
+        {
+          std::lock_guard store_lock(store_mutex);
+          put = library.put_chunks(batch);
+        }
+        if (!put) {
           commit_error = put.error();
           abort();
           break;
@@ -305,6 +328,268 @@ Result<void> pull_changes(HttpsClient& client, Store& store, const DeviceIdentit
   }
 }
 
+// An older server without the message lane answers 404 "not_found" for its endpoints: courses
+// still sync, and messages wait on the device until the server has the lane.
+bool lane_missing(const HttpsResponse& response) {
+  if (response.status != 404)
+    return false;
+  auto body = protocol::parse_error_body(response.body);
+  return body && body.value().code == "not_found";
+}
+
+void add_message_counts(SyncReport& into, const SyncReport& from) {
+  into.messages_received += from.messages_received;
+  into.urgent_received += from.urgent_received;
+  into.statements_received += from.statements_received;
+  into.outbox_sent += from.outbox_sent;
+  into.outbox_rejected += from.outbox_rejected;
+  into.messages_offered = into.messages_offered && from.messages_offered;
+}
+
+// The message lane: what the person wrote goes up, what others wrote comes down. Every store
+// access holds `store_mutex` (never across a request), so the chunk committer on the sync
+// thread and a lane on another thread take turns on the one SQLite connection.
+class MessageLane {
+ public:
+  MessageLane(Store& store, std::mutex& store_mutex, const DeviceIdentity& identity,
+              const SyncOptions& options)
+      : store_mutex_(store_mutex),
+        options_(options),
+        messages_(store, identity.login, identity.user_name),
+        outbox_(store) {}
+
+  // Urgent and emergency messages first, then the outbox, the inbox, and the receipts the
+  // inbox queued.
+  Result<void> run(HttpsClient& client, SyncReport& report, std::string& why) {
+    KABAN_TRYV(pull(client, Pass::urgent, 0, report, why, nullptr));
+    if (!report.messages_offered)
+      return ok();
+    KABAN_TRYV(upload(client, report, why));
+    KABAN_TRYV(pull(client, Pass::normal, 0, report, why, nullptr));
+    return upload(client, report, why);
+  }
+
+  // One long poll from the stored cursor; its page is committed like any other. True if it
+  // brought changes (more may wait: run() fetches them).
+  Result<bool> poll(HttpsClient& client, int wait_seconds, SyncReport& report, std::string& why) {
+    bool news = false;
+    KABAN_TRYV(pull(client, Pass::normal, wait_seconds, report, why, &news));
+    return news;
+  }
+
+  Result<std::size_t> pending() {
+    std::lock_guard lock(store_mutex_);
+    KABAN_TRY(counts, outbox_.counts());
+    return counts.pending;
+  }
+
+ private:
+  enum class Pass { urgent, normal };
+
+  // The urgent pass pages with the cursors it is given but never stores them: the normal pass
+  // must still see everything after the stored cursor.
+  Result<void> pull(HttpsClient& client, Pass pass, int wait_seconds, SyncReport& report,
+                    std::string& why, bool* news) {
+    std::string cursor;
+    {
+      std::lock_guard lock(store_mutex_);
+      KABAN_TRY(stored, messages_.inbox_cursor());
+      cursor = std::move(stored);
+    }
+    const int limit = std::clamp(options_.inbox_page, 1, protocol::kMaxInboxPage);
+    bool reset_once = false;
+    for (;;) {
+      if (stopped(options_)) {
+        why = "stopped; the messages received so far are kept";
+        return errc::interrupted;
+      }
+      std::string target = "/v1/inbox?cursor=" + cursor + "&limit=" + std::to_string(limit);
+      if (pass == Pass::urgent)
+        target += "&priority=urgent";
+      if (wait_seconds > 0)
+        target += "&wait=" + std::to_string(wait_seconds);
+      auto response = client.request("GET", target);
+      if (!response)
+        return failed_request(client, response.error(), why);
+      if (lane_missing(response.value())) {
+        report.messages_offered = false;
+        return ok();
+      }
+      if (response.value().status == 409) {
+        // The server's database was replaced. The normal pass starts the inbox again (pages
+        // are applied by id, so what is held is not doubled); the urgent pass leaves it to it.
+        if (pass == Pass::urgent)
+          return ok();
+        if (!reset_once) {
+          reset_once = true;
+          std::lock_guard lock(store_mutex_);
+          KABAN_TRYV(messages_.reset_inbox_cursor());
+          cursor.clear();
+          continue;
+        }
+      }
+      if (response.value().status != 200)
+        return refused(response.value(), why);
+      std::string parse_why;
+      auto page = protocol::parse_inbox_response(response.value().body, &parse_why);
+      if (!page || !protocol::Cursor::parse(page.value().cursor)) {
+        why = page ? "the server sent a malformed inbox cursor" : parse_why;
+        return errc::bad_response;
+      }
+      {
+        std::lock_guard lock(store_mutex_);
+        auto applied = messages_.apply_inbox(
+            page.value().changes, pass == Pass::urgent ? std::string() : page.value().cursor,
+            unix_now());
+        if (!applied) {
+          why = "received messages could not be stored; the inbox is fetched again next time";
+          return applied.error();
+        }
+        report.messages_received += applied.value().new_messages;
+        report.urgent_received += applied.value().urgent;
+        report.statements_received += applied.value().statements;
+      }
+      if (news && (!page.value().changes.empty() || page.value().more))
+        *news = true;
+      cursor = page.value().cursor;
+      if (!page.value().more || wait_seconds > 0)
+        return ok();
+    }
+  }
+
+  // Batches in seq order until the outbox holds nothing pending. An answer may cover a prefix
+  // only: the rest stays pending and goes in the next batch.
+  Result<void> upload(HttpsClient& client, SyncReport& report, std::string& why) {
+    for (;;) {
+      if (stopped(options_)) {
+        why = "stopped; the outbox is kept and goes with the next sync";
+        return errc::interrupted;
+      }
+      protocol::OutboxUpload batch;
+      {
+        std::lock_guard lock(store_mutex_);
+        KABAN_TRY(next, outbox_.next_batch());
+        batch = std::move(next);
+      }
+      if (batch.items.empty())
+        return ok();
+      auto response = client.request("POST", "/v1/outbox", protocol::to_json(batch));
+      if (!response)
+        return failed_request(client, response.error(), why);
+      if (lane_missing(response.value())) {
+        report.messages_offered = false;
+        return ok();
+      }
+      if (response.value().status != 200)
+        return refused(response.value(), why);
+      std::string parse_why;
+      auto answer = protocol::parse_outbox_answer(response.value().body, &parse_why);
+      if (!answer) {
+        why = parse_why;
+        return errc::bad_response;
+      }
+      {
+        std::lock_guard lock(store_mutex_);
+        auto applied = outbox_.apply_answer(batch, answer.value());
+        if (!applied) {
+          why = applied.error() == errc::bad_response
+                    ? "the server's outbox answer does not match what was sent; every item "
+                      "is kept and sent again"
+                    : "the server's outbox answer could not be stored; every item is kept and "
+                      "sent again";
+          return applied.error();
+        }
+        report.outbox_sent += applied.value().accepted + applied.value().duplicate;
+        report.outbox_rejected += applied.value().rejected;
+      }
+      // An answer that covers nothing would have the same batch sent for ever: the rest waits
+      // for the next round.
+      if (answer.value().results.empty())
+        return ok();
+    }
+  }
+
+  std::mutex& store_mutex_;
+  const SyncOptions& options_;
+  Messages messages_;
+  Outbox outbox_;
+};
+
+// Repeats the message lane on a connection of its own while chunks download, so a new urgent
+// message reaches the device within one message_interval however big the course.
+class MessageLaneThread {
+ public:
+  MessageLaneThread(MessageLane& lane, const ClientFactory& clients, const SyncOptions& options)
+      : lane_(lane), clients_(clients), options_(options) {}
+  MessageLaneThread(const MessageLaneThread&) = delete;
+  MessageLaneThread& operator=(const MessageLaneThread&) = delete;
+  ~MessageLaneThread() { end(); }
+
+  void start() {
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  // Ends the thread (a pass in progress finishes first) and adds what it moved to `report`.
+  void finish(SyncReport& report) {
+    end();
+    add_message_counts(report, totals_);
+  }
+
+ private:
+  void end() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+  void loop() {
+    try {
+      HttpsClient client = clients_.make(protocol::kMaxJsonResponseSize, {}, options_.stop);
+      for (;;) {
+        {
+          std::unique_lock lock(mutex_);
+          wake_.wait_for(lock, options_.message_interval, [&] { return done_; });
+          if (done_)
+            break;
+        }
+        if (stopped(options_))
+          break;
+        SyncReport pass;
+        std::string why;
+        // A failed pass is not the download's failure: everything it did not finish stays in
+        // the store, and the next pass, or the next sync, tries again.
+        (void)lane_.run(client, pass, why);
+        add_message_counts(totals_, pass);
+        if (!pass.messages_offered)
+          break;
+      }
+      client.close();
+    } catch (const std::exception&) {
+      // Only allocation failure lands here; the download goes on without this lane, and the
+      // next sync runs it again.
+    }
+  }
+
+  MessageLane& lane_;
+  const ClientFactory& clients_;
+  const SyncOptions& options_;
+  SyncReport totals_;  ///< written by the thread only, read after join
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool done_ = false;
+};
+
+// Failures another try cannot mend: watch() ends on them.
+bool cannot_mend(std::error_code e) {
+  return e == errc::not_enrolled || e == errc::no_store || e == errc::newer_schema ||
+         e == errc::server_untrusted || e == crypto::errc::wrong_key || e == crypto::errc::damaged;
+}
+
 }  // namespace
 
 Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& why) {
@@ -312,9 +597,24 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   KABAN_TRY(state, load_sync_state(store));
   ClientFactory clients(identity, options);
   SyncReport report;
+  // Guards the store once the message-lane thread runs beside the chunk committer. Before and
+  // after that only this thread uses the store.
+  std::mutex store_mutex;
+  MessageLane lane(store, store_mutex, identity, options);
+  std::error_code lane_error;
+  std::string lane_why;
   {
     HttpsClient control = clients.make(protocol::kMaxJsonResponseSize);
     KABAN_TRYV(check_in(control, identity, report, why));
+    // Messages before course content. A message-lane failure does not hold up the courses
+    // either: it is reported once they are synced.
+    if (auto ran = lane.run(control, report, lane_why); !ran) {
+      if (ran.error() == errc::interrupted) {
+        why = lane_why;
+        return ran.error();
+      }
+      lane_error = ran.error();
+    }
     KABAN_TRYV(pull_changes(control, store, identity, options, state, report, why));
     control.close();
   }
@@ -328,7 +628,13 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
     if (options.on_download_start)
       options.on_download_start(total, missing.size());
     ChunkDownload download(clients, options, std::move(missing));
-    KABAN_TRYV(download.run(library, report, why));
+    MessageLaneThread messages(lane, clients, options);
+    if (report.messages_offered && !lane_error)
+      messages.start();
+    auto downloaded = download.run(library, store_mutex, report, why);
+    messages.finish(report);
+    if (!downloaded)
+      return downloaded.error();
   }
   auto ready = library.complete_versions();
   if (!ready) {
@@ -338,10 +644,118 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
     return ready.error();
   }
   report.made_ready = std::move(ready).value();
+  if (lane_error) {
+    why = (lane_why.empty() ? std::string("messages could not be exchanged") : lane_why) +
+          "; courses were synced, and messages wait on the device for the next sync";
+    return lane_error;
+  }
   state.last_sync_at = unix_now();
   state.last_server_time = report.server_time;
   KABAN_TRYV(save_sync_state(store, state));
   return report;
+}
+
+Result<void> watch(Store& store, const WatchOptions& options, std::string& why) {
+  using Clock = std::chrono::steady_clock;
+  const SyncOptions& sync_options = options.sync;
+  KABAN_TRY(identity, load_identity(store));
+  ClientFactory clients(identity, sync_options);
+  const int wait = std::clamp(options.wait_seconds, 1, protocol::kMaxInboxWaitSeconds);
+  // watch's own message rounds run on this thread only; the lane wants a mutex all the same.
+  std::mutex store_mutex;
+  MessageLane lane(store, store_mutex, identity, sync_options);
+  HttpsClient poller =
+      clients.make(protocol::kMaxJsonResponseSize,
+                   std::chrono::seconds(wait) + options.long_poll_margin, sync_options.stop);
+  std::mt19937_64 random(std::random_device{}());
+  int failures = 0;
+  bool offered = true;
+  // After a lane run the next step is a poll, even if items are still pending (a server that
+  // answered for none of them): otherwise this loop would hammer it.
+  bool poll_next = false;
+  Clock::time_point next_full = Clock::now();
+  Clock::time_point polled_at;
+
+  const auto sleep_for = [&](Clock::duration d) {
+    const Clock::time_point until = Clock::now() + d;
+    while (!stopped(sync_options) && Clock::now() < until)
+      std::this_thread::sleep_for(std::min<Clock::duration>(kCancelPoll, until - Clock::now()));
+  };
+
+  while (!stopped(sync_options)) {
+    WatchRound round;
+    Result<void> outcome = ok();
+    if (Clock::now() >= next_full) {
+      round.kind = WatchRound::Kind::full;
+      auto synced = sync(store, sync_options, round.why);
+      if (synced) {
+        round.report = std::move(synced).value();
+        offered = round.report.messages_offered;
+        next_full = Clock::now() + options.full_interval;
+      } else {
+        outcome = synced.error();
+      }
+    } else if (!offered) {
+      sleep_for(next_full - Clock::now());
+      continue;
+    } else {
+      round.kind = WatchRound::Kind::messages;
+      bool run_lane = false;
+      auto pending = lane.pending();
+      if (!pending) {
+        outcome = pending.error();
+      } else {
+        run_lane = pending.value() > 0 && !poll_next;
+        poll_next = false;
+        if (!run_lane) {
+          polled_at = Clock::now();
+          const auto left =
+              std::chrono::duration_cast<std::chrono::seconds>(next_full - Clock::now()).count();
+          const int this_wait = static_cast<int>(std::clamp<std::int64_t>(left, 1, wait));
+          auto news = lane.poll(poller, this_wait, round.report, round.why);
+          if (news)
+            run_lane = news.value();
+          else
+            outcome = news.error();
+        }
+        if (outcome && run_lane) {
+          outcome = lane.run(poller, round.report, round.why);
+          poll_next = true;
+        }
+      }
+      offered = round.report.messages_offered;
+      if (outcome && !run_lane) {
+        failures = 0;
+        sleep_for(polled_at + kMinPollSpacing - Clock::now());
+        continue;  // the poll brought nothing: not a round worth a line
+      }
+    }
+    if (!outcome) {
+      if (outcome.error() == errc::interrupted)
+        break;
+      if (cannot_mend(outcome.error())) {
+        why = round.why;
+        return outcome.error();
+      }
+      round.error = outcome.error();
+      ++failures;
+      const int doublings = std::min(failures - 1, 20);
+      const std::chrono::milliseconds cap = std::min<std::chrono::milliseconds>(
+          options.max_backoff, options.first_backoff * (std::int64_t{1} << doublings));
+      round.retry_in = std::chrono::milliseconds(std::uniform_int_distribution<std::int64_t>(
+          0, std::max<std::int64_t>(cap.count(), 0))(random));
+      if (options.on_round)
+        options.on_round(round);
+      sleep_for(round.retry_in);
+      continue;
+    }
+    failures = 0;
+    if (options.on_round)
+      options.on_round(round);
+  }
+  poller.close();
+  why = "stopped; everything received so far is kept";
+  return errc::interrupted;
 }
 
 }  // namespace kaban::agent

@@ -22,8 +22,11 @@ enum class errc {
   server_refused,      ///< the server answered with an error (its message is shown)
   bad_response,        ///< the server sent something this agent cannot read
   content_invalid,     ///< a manifest signature or a chunk hash did not verify
-  not_found,           ///< no such course, lesson or file in the store
+  not_found,           ///< no such course, lesson, file, channel or message in the store
   interrupted,         ///< stopped by the person (Ctrl-C) or a signal; work so far is kept
+  invalid_input,       ///< a message, channel name, percentage or score the agent cannot accept
+  not_allowed,         ///< the person may not do this here (e.g. acknowledge a message that
+                       ///< asks for none, post to an announcement channel without being a sender)
 };
 
 const std::error_category& error_category() noexcept;

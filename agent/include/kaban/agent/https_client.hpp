@@ -2,6 +2,7 @@
 // with a deadline on every step.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -24,7 +25,14 @@ struct HttpsClientConfig {
   std::chrono::milliseconds request_timeout{60'000};  ///< write the request, read the answer
   std::size_t max_response_body = 64 * 1024 * 1024;
   std::string user_agent;  ///< e.g. "kaban/0.1.0 (linux)"
+  /// Optional. When it becomes true (set from any thread or a signal handler), the request in
+  /// progress is abandoned within about kCancelPoll and fails with errc::interrupted; the
+  /// connection is dropped. Meant for long polls, which would otherwise hold up a Ctrl-C.
+  const std::atomic<bool>* cancel = nullptr;
 };
+
+/// How often a request with HttpsClientConfig::cancel looks at the flag.
+inline constexpr std::chrono::milliseconds kCancelPoll{100};
 
 struct HttpsResponse {
   int status = 0;
@@ -40,8 +48,8 @@ struct HttpsResponse {
 /// while connecting or in the TLS handshake), errc::server_untrusted (the TLS certificate checks
 /// failed: wrong CA, pin mismatch, wrong name; describe_last_failure() says which),
 /// errc::network_failed (the connection broke or timed out mid-request),
-/// errc::response_too_large. Does not throw (allocation failure aside). A moved-from client may
-/// only be assigned or destroyed.
+/// errc::response_too_large, errc::interrupted (HttpsClientConfig::cancel). Does not throw
+/// (allocation failure aside). A moved-from client may only be assigned or destroyed.
 class HttpsClient {
  public:
   /// Applies the TLS settings (crypto::configure_client_tls); connects nothing yet. If the

@@ -1,4 +1,5 @@
-// Sync: check in, pull the change feed, download missing chunks, make complete courses readable.
+// Sync: check in, exchange messages (outbox up, inbox down), pull the change feed, download
+// missing chunks, make complete courses readable; and watch, which keeps doing so.
 #pragma once
 
 #include <atomic>
@@ -6,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "kaban/agent/store.hpp"
@@ -30,6 +32,11 @@ struct SyncOptions {
   std::function<void(std::uint64_t bytes, std::size_t chunks)> on_download_start;
   /// Called from download threads as chunk bytes arrive.
   std::function<void(std::uint64_t bytes)> on_bytes;
+  /// While chunks download, the message lane (outbox upload, urgent and normal inbox pull)
+  /// repeats this often on a connection of its own, so a big course never holds up a message.
+  std::chrono::milliseconds message_interval{5'000};
+  /// Inbox changes asked for per page (1..protocol::kMaxInboxPage).
+  int inbox_page = 100;
 };
 
 struct SyncReport {
@@ -38,14 +45,71 @@ struct SyncReport {
   std::size_t chunks_downloaded = 0;
   std::uint64_t bytes_downloaded = 0;
   std::vector<std::string> made_ready;  ///< "course_id@version" now readable
+  std::size_t messages_received = 0;    ///< new messages of others stored on the device
+  std::size_t urgent_received = 0;      ///< of those, urgent or emergency
+  std::size_t statements_received = 0;  ///< learning statements from the person's other devices
+  std::size_t outbox_sent = 0;          ///< outbox items the server now holds (deleted here)
+  std::size_t outbox_rejected = 0;      ///< outbox items the server refused (kept: `kaban outbox`)
+  /// False if the server has no message lane (an older server answered 404 for /v1/inbox):
+  /// messages wait on the device, courses still sync.
+  bool messages_offered = true;
 };
 
-/// One full sync of an enrolled store. Blocks; call from the thread that owns `store` (download
-/// threads never touch it). Resumable: chunks already stored are never fetched again. Fails with
-/// errc::not_enrolled, errc::server_unreachable, errc::server_untrusted, errc::network_failed,
-/// errc::server_refused (the device was revoked or is unknown: `why` has the server's words),
-/// errc::bad_response, errc::content_invalid (a manifest or chunk did not verify, twice),
-/// errc::interrupted, or a store error. Whatever was committed before a failure stays.
+/// One full sync of an enrolled store. Blocks; call from the thread that owns `store`.
+/// In order: check-in; the message lane (urgent inbox pass, outbox upload, inbox pages, then the
+/// receipts those queued); the course feed; chunk downloads, during which a thread of its own
+/// repeats the message lane every message_interval. Store access from the two lanes is
+/// serialised by a mutex inside sync; download threads never touch the store. Resumable: chunks
+/// already stored are never fetched again, both cursors move only after their page is
+/// committed, and the outbox keeps every item until the server answered for it. A failure of
+/// the message lane does not stop the course lane: sync still fetches courses, then fails with
+/// the message lane's error. Fails with errc::not_enrolled, errc::server_unreachable,
+/// errc::server_untrusted, errc::network_failed, errc::server_refused (the device was revoked
+/// or is unknown: `why` has the server's words), errc::bad_response, errc::content_invalid (a
+/// manifest or chunk did not verify, twice), errc::interrupted, or a store error. Whatever was
+/// committed before a failure stays.
 Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& why);
+
+/// One round of watch(): a full sync, or a message lane run after the long poll brought news.
+struct WatchRound {
+  enum class Kind { full, messages };
+  Kind kind = Kind::full;
+  SyncReport report;      ///< what arrived and went (message rounds fill the message fields)
+  std::error_code error;  ///< empty on success
+  std::string why;        ///< with `error`: the details
+  std::chrono::milliseconds retry_in{0};  ///< with `error`: the wait before the next try
+};
+
+struct WatchOptions {
+  /// Used for every full round. Its `stop` flag ends watch(), and also cuts short a long poll
+  /// or a wait between tries.
+  SyncOptions sync;
+  /// A full round (course content too) at least this often; messages come between rounds.
+  std::chrono::seconds full_interval{300};
+  /// How long the server may hold the inbox long poll open (clamped to
+  /// protocol::kMaxInboxWaitSeconds by the server).
+  int wait_seconds = 25;
+  /// The long poll's request timeout is wait_seconds plus this, so a slow answer is not
+  /// mistaken for a dead connection.
+  std::chrono::seconds long_poll_margin{15};
+  /// After a failure the next try waits a random time (full jitter) up to first_backoff doubled
+  /// for each failure in a row, at most max_backoff; a success resets it.
+  std::chrono::milliseconds first_backoff{1'000};
+  std::chrono::milliseconds max_backoff{300'000};
+  /// Called on the calling thread after every round (not after a long poll that brought
+  /// nothing).
+  std::function<void(const WatchRound&)> on_round;
+};
+
+/// Keeps an enrolled store in sync until stopped: a full sync round, then long polls of the
+/// inbox (GET /v1/inbox?wait=S); when one brings changes it is committed and the message lane
+/// runs at once (so a new message arrives within seconds), and when items wait in the outbox
+/// the lane runs before the next poll. A full round runs every full_interval. Failures back off
+/// exponentially with full jitter and are reported through on_round; they do not end the
+/// watch, except those another try cannot mend: errc::not_enrolled, errc::newer_schema,
+/// errc::server_untrusted, a wrong key or a damaged store (returned at once). Returns
+/// errc::interrupted once `options.sync.stop` is set, after committing what arrived. Blocks;
+/// same thread rule as sync().
+Result<void> watch(Store& store, const WatchOptions& options, std::string& why);
 
 }  // namespace kaban::agent
