@@ -1,9 +1,6 @@
 // The walking skeleton end to end: the real server (in this process, on 127.0.0.1 port 0) and
 // the real agent library and CLI, over real TLS.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
@@ -19,6 +16,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 
+#include "child_process.hpp"
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
@@ -469,33 +467,13 @@ TEST_F(Skeleton, StoppedSyncResumesWithoutFetchingStoredChunksAgain) {
 #ifdef KABAN_AGENT_BIN
 // Runs the kaban CLI with the device's data directory and PIN; returns its pid.
 pid_t spawn_agent(const fs::path& home, std::vector<std::string> args, const fs::path& output) {
-  std::vector<std::string> env_text = {"KABAN_HOME=" + home.string(),
-                                       std::string("KABAN_PIN=") + kPin, "PATH=/usr/bin:/bin"};
-  std::vector<char*> env;
-  for (auto& e : env_text)
-    env.push_back(e.data());
-  env.push_back(nullptr);
-  args.insert(args.begin(), KABAN_AGENT_BIN);
-  std::vector<char*> argv;
-  for (auto& a : args)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = -1;
-  posix_spawn(&pid, KABAN_AGENT_BIN, &actions, nullptr, argv.data(), env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
+  return testing::spawn_process(
+      KABAN_AGENT_BIN, std::move(args),
+      {"KABAN_HOME=" + home.string(), std::string("KABAN_PIN=") + kPin, "PATH=/usr/bin:/bin"},
+      output);
 }
 
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using testing::wait_exit;
 
 TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
   std::string big2 = random_bytes(30 * 1024 * 1024, 3);
