@@ -128,40 +128,54 @@ cmd_demo() {
   run "${server[@]}" init
   step "2. The training office publishes the sample course"
   run "${server[@]}" admin course publish "$ROOT/packaging/sample-course"
+  # start_server [ADDRESS]: serves in the background (on a free port, or on ADDRESS again) and
+  # waits until it listens; sets server_pid and address.
+  start_server() {
+    "${server[@]}" serve --listen "${1:-127.0.0.1:0}" >"$work/serve.out" 2>>"$work/server.log" &
+    server_pid=$!
+    local waited=0
+    until grep -q "^listening on" "$work/serve.out" 2>/dev/null; do
+      if ! kill -0 "$server_pid" 2>/dev/null || [ $waited -ge 100 ]; then
+        echo "error: the server did not start:" >&2
+        cat "$work/server.log" >&2
+        exit 1
+      fi
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    cat "$work/serve.out"
+    address=$(sed -n 's|^listening on https://||p' "$work/serve.out")
+  }
+  local address=""
   step "3. The server starts on a free port (its log: one JSON line per request)"
-  "${server[@]}" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/server.log" &
-  server_pid=$!
-  local waited=0
-  until grep -q "^listening on" "$work/serve.out" 2>/dev/null; do
-    if ! kill -0 "$server_pid" 2>/dev/null || [ $waited -ge 100 ]; then
-      echo "error: the server did not start:" >&2
-      cat "$work/server.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  cat "$work/serve.out"
-  local address
-  address=$(sed -n 's|^listening on https://||p' "$work/serve.out")
-  step "4. IT adds a staff member and makes her a one-time enrollment code"
+  start_server
+  step "4. IT adds two staff members, a team channel, and a one-time enrollment code for Aiko"
   run "${server[@]}" admin user add aiko --name "Aiko Tanaka"
+  run "${server[@]}" admin user add ken --name "Ken Mori"
+  run "${server[@]}" admin channel add shelter-3 --title "Shelter 3 team"
+  run "${server[@]}" admin channel members add shelter-3 aiko ken
   local line
   line=$("${server[@]}" admin enroll-code aiko --ttl 1h)
   echo "$line"
   step "5. Aiko enrolls her phone with that line (the PIN comes from KABAN_PIN here)"
   KABAN_PIN=$pin run "${device[@]}" enroll "$line"
-  step "6. She syncs: check-in, signed manifest, chunks verified and stored encrypted"
+  step "6. IT sends an urgent announcement everyone must acknowledge (one row, whatever the audience)"
+  local drill
+  drill=$("${server[@]}" admin announce all --priority urgent --require-ack \
+    "Evacuation drill at 15:00. Acknowledge when you have read the route.")
+  echo "message id: $drill"
+  step "7. Aiko syncs: check-in, her messages first, then the signed course, chunks verified"
   KABAN_PIN=$pin run "${device[@]}" sync
+  KABAN_PIN=$pin run "${device[@]}" messages
   run "${server[@]}" admin device list
-  step "7. The network goes away: the server stops"
+  step "8. The network goes away: the server stops"
   kill -TERM "$server_pid"
   local server_status=0
   wait "$server_pid" || server_status=$?
   server_pid=""
   echo "server stopped on SIGTERM after draining its connections (exit status $server_status)"
   tail -n 3 "$work/server.log"
-  step "8. Offline: list the courses and lessons, open a lesson from the encrypted store"
+  step "9. Offline: list the courses and lessons, open a lesson from the encrypted store"
   KABAN_PIN=$pin run "${device[@]}" courses
   KABAN_PIN=$pin run "${device[@]}" lessons shelter-opening
   KABAN_PIN=$pin run "${device[@]}" open shelter-opening/checklist --out "$work/checklist.pdf"
@@ -172,12 +186,28 @@ cmd_demo() {
     exit 1
   fi
   echo "and no course text in the device's data directory: $(ls "$work/device" | tr '\n' ' ')"
+  step "10. Still offline, Aiko writes to her team, acknowledges the drill, finishes a lesson"
+  KABAN_PIN=$pin run "${device[@]}" send shelter-3 "Water delivered to shelter 3: 200 bottles."
+  KABAN_PIN=$pin run "${device[@]}" ack "$drill"
+  KABAN_PIN=$pin run "${device[@]}" complete shelter-opening/checklist --duration 12m
+  KABAN_PIN=$pin run "${device[@]}" messages shelter-3
+  KABAN_PIN=$pin run "${device[@]}" outbox
+  step "11. The network is back: one sync sends the outbox, each item applied once"
+  start_server "$address"
+  KABAN_PIN=$pin run "${device[@]}" sync
+  KABAN_PIN=$pin run "${device[@]}" messages shelter-3
+  KABAN_PIN=$pin run "${device[@]}" progress
+  step "12. IT sees who acknowledged the drill, and course completion"
+  run "${server[@]}" admin acks "$drill"
+  run "${server[@]}" admin report completion
+  stop_server
   trap - EXIT
 
   step "Try next"
   cat <<NEXT
   export KABAN_HOME=$work/device KABAN_PIN=$pin
-  kaban status                                   # server, device id, last sync
+  kaban status                                   # server, device id, last sync, unread
+  kaban sync --watch                             # stay connected; new messages within a second
   kaban open shelter-opening/welcome             # the HTML lesson on stdout
   kaban open shelter-opening/tone --out tone.wav # then play it
   kaban courses --json

@@ -31,13 +31,9 @@ constexpr std::string_view kMessageColumns = R"sql(
 constexpr std::string_view kUnread =
     "m.seq IS NOT NULL AND m.sender != ?1 AND coalesce(k.read_at, 0) = 0";
 
+// Rows hold what to_string() wrote; anything else reads as a group channel.
 protocol::ChannelKind parse_kind(std::string_view text) {
-  for (const auto kind : {protocol::ChannelKind::group, protocol::ChannelKind::direct,
-                          protocol::ChannelKind::announcement}) {
-    if (protocol::to_string(kind) == text)
-      return kind;
-  }
-  return protocol::ChannelKind::group;
+  return protocol::parse_channel_kind(text).value_or(protocol::ChannelKind::group);
 }
 
 MessageState parse_state(std::string_view text) {

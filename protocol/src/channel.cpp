@@ -97,6 +97,15 @@ bool is_valid_login(std::string_view login) {
   return std::all_of(login.begin(), login.end(), is_login_char);
 }
 
+std::optional<ChannelKind> parse_channel_kind(std::string_view text) {
+  for (const ChannelKind kind :
+       {ChannelKind::group, ChannelKind::direct, ChannelKind::announcement}) {
+    if (to_string(kind) == text)
+      return kind;
+  }
+  return std::nullopt;
+}
+
 std::string_view to_string(ChannelKind kind) {
   switch (kind) {
     case ChannelKind::group:

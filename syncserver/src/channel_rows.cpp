@@ -9,24 +9,13 @@ namespace kaban::server::detail {
 
 using protocol::ChannelKind;
 
-const char* kind_text(ChannelKind kind) {
-  switch (kind) {
-    case ChannelKind::group:
-      return "group";
-    case ChannelKind::direct:
-      return "direct";
-    case ChannelKind::announcement:
-      return "announcement";
-  }
-  return "group";
+std::string kind_text(ChannelKind kind) {
+  return std::string(protocol::to_string(kind));
 }
 
+// Rows hold what kind_text() wrote; anything else reads as a group channel.
 ChannelKind kind_from_text(const std::string& text) {
-  if (text == "direct")
-    return ChannelKind::direct;
-  if (text == "announcement")
-    return ChannelKind::announcement;
-  return ChannelKind::group;
+  return protocol::parse_channel_kind(text).value_or(ChannelKind::group);
 }
 
 std::string in_quotes(std::string_view text) {

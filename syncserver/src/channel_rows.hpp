@@ -43,7 +43,7 @@ struct ChannelRow {
 };
 
 /// channels.kind for a kind, and back (an unknown text reads as group).
-const char* kind_text(protocol::ChannelKind kind);
+std::string kind_text(protocol::ChannelKind kind);
 protocol::ChannelKind kind_from_text(const std::string& text);
 
 /// `text` in double quotes, for sentences that name a login, channel or id.

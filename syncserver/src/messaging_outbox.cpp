@@ -41,16 +41,8 @@ Outcome rejected(std::string code, std::string reason) {
   return {OutboxStatus::rejected, std::move(code), std::move(reason)};
 }
 
-const char* status_text(OutboxStatus status) {
-  switch (status) {
-    case OutboxStatus::accepted:
-      return "accepted";
-    case OutboxStatus::duplicate:
-      return "duplicate";
-    case OutboxStatus::rejected:
-      return "rejected";
-  }
-  return "rejected";
+std::string status_text(OutboxStatus status) {
+  return std::string(protocol::to_string(status));
 }
 
 // What one device's upload is applied as.

@@ -129,5 +129,13 @@ TEST(Channel, UuidFormIsLowerCaseHexWithFourDashes) {
     EXPECT_FALSE(is_valid_uuid(bad)) << bad;
 }
 
+TEST(Channel, KindsReadBackAsToStringWritesThem) {
+  for (const ChannelKind kind :
+       {ChannelKind::group, ChannelKind::direct, ChannelKind::announcement})
+    EXPECT_EQ(parse_channel_kind(to_string(kind)), kind);
+  EXPECT_EQ(parse_channel_kind("Group"), std::nullopt);
+  EXPECT_EQ(parse_channel_kind(""), std::nullopt);
+}
+
 }  // namespace
 }  // namespace kaban::protocol

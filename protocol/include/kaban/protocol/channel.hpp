@@ -26,6 +26,8 @@ bool is_valid_login(std::string_view login);
 enum class ChannelKind { group, direct, announcement };
 
 std::string_view to_string(ChannelKind kind);
+/// The kind to_string() names, or std::nullopt.
+std::optional<ChannelKind> parse_channel_kind(std::string_view text);
 /// The kind an id names, or std::nullopt if the id is not well formed (a direct id whose logins
 /// are invalid, equal or out of order; an announcement audience that is not "all" or a valid id).
 std::optional<ChannelKind> channel_kind(std::string_view channel_id);
