@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "kaban/agent/attachments.hpp"
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
@@ -28,6 +29,7 @@
 #include "kaban/agent/store.hpp"
 #include "kaban/agent/sync.hpp"
 #include "kaban/crypto/error.hpp"
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/channel.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
 #include "kaban/protocol/timestamp.hpp"
@@ -274,6 +276,9 @@ std::string message_summary(const SyncReport& r) {
   if (r.outbox_rejected)
     parts.push_back(plural(r.outbox_rejected, "outbox item") +
                     " refused by the server (see `kaban outbox`)");
+  if (r.attachments_fetched || r.attachment_bytes_fetched)
+    parts.push_back(plural(r.attachments_fetched, "attachment") + " (" +
+                    format_bytes(r.attachment_bytes_fetched) + ") downloaded");
   if (r.statements_received)
     parts.push_back(plural(r.statements_received, "learning record") + " from your other devices");
   std::string text;
@@ -373,6 +378,13 @@ std::string sender_text(const MessageView& m) {
 }
 
 json message_json(const MessageView& m) {
+  json attachments = json::array();
+  for (const AttachmentView& a : m.attachments)
+    attachments.push_back({{"name", a.name},
+                           {"media_type", a.media_type},
+                           {"size", a.size},
+                           {"sha256", a.sha256},
+                           {"downloaded", a.downloaded}});
   return {{"id", m.id},
           {"channel", m.channel},
           {"channel_title", m.channel_title},
@@ -387,7 +399,8 @@ json message_json(const MessageView& m) {
           {"reason", m.reason},
           {"created_at", protocol::format_timestamp(m.created_at)},
           {"accepted_at", protocol::format_timestamp(m.accepted_at)},
-          {"seq", m.seq == 0 ? json(nullptr) : json(m.seq)}};
+          {"seq", m.seq == 0 ? json(nullptr) : json(m.seq)},
+          {"attachments", std::move(attachments)}};
 }
 
 int run_channels(const Globals& g) {
@@ -484,18 +497,96 @@ int run_messages(const Globals& g, const std::string& channel, bool unread_only)
     std::istringstream body(m.body);
     for (std::string line; std::getline(body, line);)
       std::cout << "    " << line << '\n';
+    for (const AttachmentView& a : m.attachments)
+      std::cout << "    attachment: " << a.name << " (" << format_bytes(a.size) << ")"
+                << (a.downloaded ? "" : ", not downloaded yet") << '\n';
     std::cout << "    id " << m.id << '\n';
   }
   return kExitOk;
 }
 
+// The media type of a few common kinds of file, by extension; "" for anything else.
+std::string guess_media_type(const fs::path& file) {
+  static constexpr std::pair<std::string_view, std::string_view> kTypes[] = {
+      {".pdf", "application/pdf"}, {".jpg", "image/jpeg"}, {".jpeg", "image/jpeg"},
+      {".png", "image/png"},       {".txt", "text/plain"}, {".wav", "audio/wav"},
+      {".mp4", "video/mp4"}};
+  std::string extension = file.extension().string();
+  for (char& c : extension)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& [suffix, type] : kTypes) {
+    if (extension == suffix)
+      return std::string(type);
+  }
+  return {};
+}
+
+// Reads the files to attach, checking the limits first so that each refusal names its file.
+// Returns kExitOk, or the exit code after printing the one line.
+int read_attachments(const std::vector<std::string>& paths, std::vector<AttachmentFile>& files) {
+  if (paths.size() > protocol::kMaxAttachments) {
+    std::cerr << "kaban: send: a message carries at most " << protocol::kMaxAttachments
+              << " attachments; nothing was stored\n";
+    return kExitUsage;
+  }
+  for (const std::string& path : paths) {
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    if (ec || !fs::is_regular_file(path, ec)) {
+      std::cerr << "kaban: send: cannot attach " << path << ": "
+                << (ec ? ec.message() : "not a regular file") << "; nothing was stored\n";
+      return kExitUsage;
+    }
+    if (size == 0 || size > protocol::kMaxAttachmentSize) {
+      std::cerr << "kaban: send: cannot attach " << path << ": it is "
+                << (size == 0 ? "empty" : format_bytes(size)) << "; an attachment is 1 byte to "
+                << format_bytes(protocol::kMaxAttachmentSize) << ". Nothing was stored\n";
+      return kExitUsage;
+    }
+    AttachmentFile file;
+    file.name = fs::path(path).filename().string();
+    if (!protocol::is_valid_attachment_name(file.name)) {
+      std::cerr << "kaban: send: cannot attach " << path << ": its name cannot be sent (at most "
+                << protocol::kMaxAttachmentName
+                << " bytes of text, without control characters, '\\' or ':'); copy it to a "
+                   "plainer name. Nothing was stored\n";
+      return kExitUsage;
+    }
+    for (const AttachmentFile& earlier : files) {
+      if (earlier.name == file.name) {
+        std::cerr << "kaban: send: two attachments are named \"" << file.name
+                  << "\"; rename one. Nothing was stored\n";
+        return kExitUsage;
+      }
+    }
+    file.media_type = guess_media_type(path);
+    std::ifstream in(path, std::ios::binary);
+    file.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) {
+      std::cerr << "kaban: send: cannot read " << path << "; nothing was stored\n";
+      return kExitFailed;
+    }
+    if (file.bytes.size() != size) {
+      std::cerr << "kaban: send: " << path
+                << " changed while it was read; nothing was stored. Try again\n";
+      return kExitFailed;
+    }
+    files.push_back(std::move(file));
+  }
+  return kExitOk;
+}
+
 int run_send(const Globals& g, const std::string& channel, std::string text,
-             const std::string& priority_text, bool require_ack) {
+             const std::string& priority_text, bool require_ack,
+             const std::vector<std::string>& attach) {
   const auto priority = protocol::parse_priority(priority_text);
   if (!priority) {
     std::cerr << "kaban: send: --priority is normal, urgent or emergency\n";
     return kExitUsage;
   }
+  std::vector<AttachmentFile> files;
+  if (int rc = read_attachments(attach, files); rc != kExitOk)
+    return rc;
   if (text == "-") {
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
@@ -511,7 +602,7 @@ int run_send(const Globals& g, const std::string& channel, std::string text,
                 "\"" + channel +
                     "\" is not a channel name: use a channel id as `kaban channels` "
                     "shows it, or @LOGIN for a direct conversation (not yourself)");
-  auto sent = messages.send(id.value(), text, *priority, require_ack, unix_now());
+  auto sent = messages.send(id.value(), text, *priority, require_ack, unix_now(), files);
   if (!sent) {
     std::string why;
     if (sent.error() == errc::not_found)
@@ -527,8 +618,110 @@ int run_send(const Globals& g, const std::string& channel, std::string text,
                       " bytes of text without control characters";
     return fail("send", sent.error(), why.empty() ? why : why + "; nothing was stored");
   }
-  std::cout << "pending: message " << sent.value().id << " to " << sent.value().channel
-            << "; it goes with the next `kaban sync` (or at once under `kaban sync --watch`)\n";
+  std::cout << "pending: message " << sent.value().id << " to " << sent.value().channel;
+  if (!files.empty()) {
+    std::uint64_t bytes = 0;
+    for (const AttachmentFile& f : files)
+      bytes += f.bytes.size();
+    std::cout << " with " << plural(files.size(), "attachment") << " (" << format_bytes(bytes)
+              << ")";
+  }
+  std::cout << "; it goes with the next `kaban sync` (or at once under `kaban sync --watch`)\n";
+  return kExitOk;
+}
+
+std::string attachment_names(const std::vector<AttachmentView>& attachments) {
+  std::string names;
+  for (const AttachmentView& a : attachments)
+    names += (names.empty() ? "\"" : ", \"") + a.name + "\"";
+  return names;
+}
+
+int run_attachment(const Globals& g, const std::string& message_id, const std::string& name,
+                   const std::string& out_path) {
+  Session s;
+  if (int rc = open_session(g, s, "attachment"); rc != kExitOk)
+    return rc;
+  Attachments attachments(*s.store);
+  auto listed = attachments.list(message_id);
+  if (!listed)
+    return fail("attachment", listed.error(),
+                listed.error() == errc::not_found
+                    ? "no message " + message_id +
+                          " on this device; `kaban messages` lists messages with their ids"
+                    : "");
+  const std::vector<AttachmentView>& all = listed.value();
+  if (all.empty()) {
+    std::cerr << "kaban: attachment: message " << message_id << " has no attachments\n";
+    return kExitNotFound;
+  }
+  const AttachmentView* chosen = nullptr;
+  if (name.empty()) {
+    if (all.size() > 1) {
+      std::cerr << "kaban: attachment: message " << message_id << " has " << all.size()
+                << " attachments (" << attachment_names(all)
+                << "); name the one you want after the message id\n";
+      return kExitUsage;
+    }
+    chosen = &all.front();
+  } else {
+    for (const AttachmentView& a : all) {
+      if (a.name == name)
+        chosen = &a;
+    }
+    if (chosen == nullptr) {
+      std::cerr << "kaban: attachment: message " << message_id << " has no attachment \"" << name
+                << "\"; it has " << attachment_names(all) << '\n';
+      return kExitNotFound;
+    }
+  }
+  const std::string not_yet = "\"" + chosen->name + "\" of message " + message_id +
+                              " is not downloaded yet; run `kaban sync` when online, then try "
+                              "again";
+  if (!chosen->downloaded) {
+    std::cerr << "kaban: attachment: " << not_yet << '\n';
+    return kExitNotFound;
+  }
+  auto bytes = attachments.read(message_id, chosen->name);
+  if (!bytes) {
+    if (bytes.error() == errc::not_found) {
+      std::cerr << "kaban: attachment: " << not_yet << '\n';
+      return kExitNotFound;
+    }
+    if (bytes.error() == errc::content_invalid) {
+      std::cerr << "kaban: attachment: the bytes of \"" << chosen->name
+                << "\" on this device do not match its SHA-256; nothing was written. Ask the "
+                   "sender to send it again\n";
+      return kExitFailed;
+    }
+    return fail("attachment", bytes.error());
+  }
+  const std::string& data = bytes.value();
+  if (out_path.empty()) {
+    std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
+    std::cout.flush();
+    if (!std::cout)
+      return fail("attachment: writing to stdout", errc::storage_failed);
+    return kExitOk;
+  }
+  // Written to a temporary file renamed at the end, so FILE is whole or absent.
+  const fs::path partial = out_path + ".partial";
+  {
+    std::ofstream file(partial, std::ios::binary | std::ios::trunc);
+    file.write(data.data(), static_cast<std::streamsize>(data.size()));
+    file.close();
+    std::error_code ec;
+    if (file)
+      fs::rename(partial, out_path, ec);
+    if (!file || ec) {
+      fs::remove(partial, ec);
+      std::cerr << "kaban: attachment: cannot write " << out_path
+                << "; nothing was written. Check that its folder exists, is writable and has "
+                   "room\n";
+      return kExitFailed;
+    }
+  }
+  std::cerr << "wrote " << out_path << " (" << format_bytes(data.size()) << ")\n";
   return kExitOk;
 }
 
@@ -989,7 +1182,9 @@ int main(int argc, char** argv) try {
   auto* messages = app.add_subcommand(
       "messages",
       "Show messages in server order, then your own not yet sent, marked \"pending\" (or "
-      "\"not sent: REASON\" if the server refused one); each with its id (offline)");
+      "\"not sent: REASON\" if the server refused one); each with its id and its attachments "
+      "(\"not downloaded yet\" until a sync brings them; `kaban attachment` writes one out) "
+      "(offline)");
   messages->add_option("CHANNEL", channel,
                        "Only this channel: its id as `kaban channels` shows it, or @LOGIN for a "
                        "direct conversation (default: all channels)");
@@ -1009,6 +1204,27 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   send->add_flag("--require-ack", require_ack,
                  "Ask readers to acknowledge (announcement channels only)");
+  std::vector<std::string> attach;
+  send->add_option("--attach", attach,
+                   "Attach this file (repeat for more: at most " +
+                       std::to_string(protocol::kMaxAttachments) + ", each at most " +
+                       format_bytes(protocol::kMaxAttachmentSize) +
+                       "); it goes under its own file name and is uploaded with the message")
+      ->type_name("FILE")
+      ->allow_extra_args(false);
+  std::string attachment_name;
+  auto* attachment = app.add_subcommand(
+      "attachment",
+      "Write a message's attachment to stdout or a file, once it is downloaded and its SHA-256 "
+      "verified (offline; `kaban messages` lists attachments)");
+  attachment->add_option("MESSAGE", message_id, "The message id, as `kaban messages` shows it")
+      ->required();
+  attachment->add_option("NAME", attachment_name,
+                         "Which attachment, by name (may be left out when there is only one)");
+  attachment
+      ->add_option("--out", out,
+                   "Write to this path instead of stdout (it appears only once complete)")
+      ->type_name("FILE");
   auto* read = app.add_subcommand(
       "read", "Mark messages read; read receipts go with the next sync (offline)");
   read->add_option("TARGET", targets,
@@ -1078,7 +1294,9 @@ int main(int argc, char** argv) try {
   if (*messages)
     return run_messages(g, channel, unread_only);
   if (*send)
-    return run_send(g, channel, text, priority, require_ack);
+    return run_send(g, channel, text, priority, require_ack, attach);
+  if (*attachment)
+    return run_attachment(g, message_id, attachment_name, out);
   if (*read)
     return run_read(g, targets);
   if (*ack)

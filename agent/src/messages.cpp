@@ -7,6 +7,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "attachment_rows.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/agent/outbox.hpp"
 #include "kaban/protocol/outbox.hpp"
@@ -140,6 +141,18 @@ void upsert_mark(SQLite::Database& db, const std::string& message_id, std::int64
   upsert.exec();
 }
 
+// What the inbox says a message carries, less any attachment that does not pass
+// check_attachment (the parser refuses those; a caller may build changes by hand): its chunks
+// could never be fetched and verified.
+std::vector<protocol::Attachment> well_formed(const std::vector<protocol::Attachment>& all) {
+  std::vector<protocol::Attachment> kept;
+  for (const protocol::Attachment& a : all) {
+    if (protocol::check_attachment(a).empty())
+      kept.push_back(a);
+  }
+  return kept;
+}
+
 }  // namespace
 
 std::string_view to_string(MessageState state) {
@@ -197,8 +210,8 @@ Result<std::vector<ChannelInfo>> Messages::channels() {
 }
 
 Result<MessageView> Messages::send(std::string_view channel_id, std::string_view body,
-                                   protocol::Priority priority, bool require_ack,
-                                   std::int64_t now) {
+                                   protocol::Priority priority, bool require_ack, std::int64_t now,
+                                   std::span<const AttachmentFile> attachments) {
   if (body.empty() || body.size() > protocol::kMaxMessageBody ||
       !protocol::is_valid_message_text(body))
     return errc::invalid_input;
@@ -207,6 +220,7 @@ Result<MessageView> Messages::send(std::string_view channel_id, std::string_view
     return errc::invalid_input;
   if (require_ack && *kind != protocol::ChannelKind::announcement)
     return errc::invalid_input;
+  KABAN_TRY(described, detail::describe_files(attachments));
   const std::string channel(channel_id);
   try {
     SQLite::Database& db = store_.db();
@@ -262,10 +276,19 @@ Result<MessageView> Messages::send(std::string_view channel_id, std::string_view
     insert.bind(8, v.created_at);
     insert.exec();
 
+    detail::AttachmentWriter writer(db);
+    writer.replace(v.id, described);
+    for (std::size_t i = 0; i < described.size(); ++i) {
+      writer.store_chunks(described[i], attachments[i].bytes);
+      v.attachments.push_back({described[i].name, described[i].media_type, described[i].size,
+                               described[i].sha256, true});
+    }
+
     protocol::OutboxItem item;
     item.id = v.id;
     item.kind = "message";
-    item.message = protocol::NewMessage{v.channel, v.body, v.priority, v.require_ack, now};
+    item.message = protocol::NewMessage{v.channel,     v.body, v.priority,
+                                        v.require_ack, now,    std::move(described)};
     KABAN_TRYV(Outbox(store_).enqueue(std::move(item), now));
     tx.commit();
     return v;
@@ -302,6 +325,9 @@ Result<InboxApplied> Messages::apply_inbox(std::span<const protocol::InboxChange
       ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, title = excluded.title,
                                      can_post = excluded.can_post
     )sql");
+    detail::AttachmentWriter attachments(db);
+    // Set when attachment rows went away: their chunks may be used by nothing now.
+    bool collect = false;
     std::vector<std::string> delivered;
 
     for (const protocol::InboxChange& change : changes) {
@@ -326,6 +352,8 @@ Result<InboxApplied> Messages::apply_inbox(std::span<const protocol::InboxChange
         write.bind(9, m.created_at);
         write.bind(10, m.accepted_at);
         write.exec();
+        if (attachments.replace(m.id, well_formed(m.attachments)))
+          collect = true;
 
         seen_channel.reset();
         seen_channel.bind(1, m.channel);
@@ -355,7 +383,8 @@ Result<InboxApplied> Messages::apply_inbox(std::span<const protocol::InboxChange
           ++applied.channels_joined;
         } else {
           // The person's own messages the server never took stay: their outbox items are still
-          // answered, and a refusal shows in their place.
+          // answered, and a refusal shows in their place. Attachments go with their messages
+          // (ON DELETE CASCADE); their chunks once nothing else uses them.
           SQLite::Statement marks(db, R"sql(
             DELETE FROM message_marks WHERE message_id IN
               (SELECT id FROM messages WHERE channel = ? AND seq IS NOT NULL)
@@ -370,6 +399,7 @@ Result<InboxApplied> Messages::apply_inbox(std::span<const protocol::InboxChange
           channel.bind(1, c.channel);
           channel.exec();
           std::erase_if(delivered, [&](const std::string& id) { return !message_known(db, id); });
+          collect = true;
           ++applied.channels_left;
         }
       } else if (change.kind == "read_state" && change.read_state) {
@@ -392,6 +422,8 @@ Result<InboxApplied> Messages::apply_inbox(std::span<const protocol::InboxChange
       }
     }
 
+    if (collect)
+      detail::collect_attachment_garbage(db);
     KABAN_TRYV(queue_receipts(store_, "delivered", delivered, now));
     if (!cursor.empty()) {
       SQLite::Statement save(db, R"sql(
@@ -443,9 +475,12 @@ Result<std::vector<MessageView>> Messages::list(const MessageFilter& filter) {
     q.bind(1, login_);
     q.bind(2, filter.channel);
     q.bind(3, filter.unread_only ? 1 : 0);
+    detail::AttachmentReader attachments(db);
     std::vector<MessageView> out;
-    while (q.executeStep())
+    while (q.executeStep()) {
       out.push_back(read_message(q, login_));
+      out.back().attachments = attachments.of(out.back().id);
+    }
     return out;
   } catch (const SQLite::Exception& e) {
     return store_error_code(e);

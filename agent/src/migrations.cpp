@@ -154,6 +154,41 @@ constexpr schema::Migration kStoreMigrations[] = {
 
       -- The inbox cursor lives in meta under 'inbox_cursor', apart from the course feed's.
     )sql"},
+    {4, R"sql(
+      -- The files attached to a message, in the message's order (ordinal 0, 1, ...). sha256 is
+      -- the whole file's. Deleting a message deletes its attachments.
+      CREATE TABLE message_attachments (
+        message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        ordinal    INTEGER NOT NULL,
+        name       TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        PRIMARY KEY (message_id, ordinal)
+      ) WITHOUT ROWID;
+
+      -- The chunks each attachment is cut into, in order (position 0, 1, ...).
+      CREATE TABLE message_attachment_chunks (
+        message_id TEXT NOT NULL,
+        ordinal    INTEGER NOT NULL,
+        position   INTEGER NOT NULL,
+        hash       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        PRIMARY KEY (message_id, ordinal, position),
+        FOREIGN KEY (message_id, ordinal) REFERENCES message_attachments (message_id, ordinal)
+          ON DELETE CASCADE
+      ) WITHOUT ROWID;
+      CREATE INDEX message_attachment_chunks_by_hash ON message_attachment_chunks (hash);
+
+      -- Attachment bytes by chunk SHA-256, each stored once however many attachments use it.
+      -- Apart from the course chunks table, whose garbage collection knows only course
+      -- versions: a chunk here lives as long as some message_attachment_chunks row names it.
+      CREATE TABLE attachment_chunks (
+        hash TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+      );
+    )sql"},
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 #include <nlohmann/json.hpp>
 
+#include "attachment_rows.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/protocol/xapi.hpp"
 
@@ -22,16 +23,49 @@ bool known_kind(std::string_view kind) {
   return kind == "message" || kind == "receipt" || kind == "ack" || kind == "statement";
 }
 
+json attachments_json(const std::vector<protocol::Attachment>& attachments) {
+  json list = json::array();
+  for (const protocol::Attachment& a : attachments) {
+    json chunks = json::array();
+    for (const protocol::ChunkRef& c : a.chunks)
+      chunks.push_back({{"sha256", c.sha256}, {"size", c.size}});
+    list.push_back({{"name", a.name},
+                    {"media_type", a.media_type},
+                    {"size", a.size},
+                    {"sha256", a.sha256},
+                    {"chunks", std::move(chunks)}});
+  }
+  return list;
+}
+
+// Throws json::exception on a missing or mistyped field, like the rest of decode_payload.
+std::vector<protocol::Attachment> read_attachments(const json& list) {
+  std::vector<protocol::Attachment> attachments;
+  for (const json& j : list) {
+    protocol::Attachment a;
+    a.name = j.at("name").get<std::string>();
+    a.media_type = j.at("media_type").get<std::string>();
+    a.size = j.at("size").get<std::uint64_t>();
+    a.sha256 = j.at("sha256").get<std::string>();
+    for (const json& c : j.at("chunks"))
+      a.chunks.push_back({c.at("sha256").get<std::string>(), c.at("size").get<std::uint64_t>()});
+    attachments.push_back(std::move(a));
+  }
+  return attachments;
+}
+
 // The payload column: the kind's own fields, so the item can be rebuilt exactly as queued.
 Result<std::string> encode_payload(const protocol::OutboxItem& item) {
   if (item.kind == "message" && item.message) {
     const protocol::NewMessage& m = *item.message;
-    return json{{"channel", m.channel},
-                {"body", m.body},
-                {"priority", std::string(protocol::to_string(m.priority))},
-                {"require_ack", m.require_ack},
-                {"created_at", m.created_at}}
-        .dump();
+    json payload{{"channel", m.channel},
+                 {"body", m.body},
+                 {"priority", std::string(protocol::to_string(m.priority))},
+                 {"require_ack", m.require_ack},
+                 {"created_at", m.created_at}};
+    if (!m.attachments.empty())
+      payload["attachments"] = attachments_json(m.attachments);
+    return payload.dump();
   }
   if (item.kind == "receipt" && item.receipt) {
     const protocol::ReceiptBatch& r = *item.receipt;
@@ -68,6 +102,13 @@ Result<protocol::OutboxItem> decode_payload(std::string id, std::int64_t seq, st
       m.priority = *priority;
       m.require_ack = j.at("require_ack").get<bool>();
       m.created_at = j.at("created_at").get<std::int64_t>();
+      // Rows queued before attachments existed have no such field.
+      if (const auto found = j.find("attachments"); found != j.end())
+        m.attachments = read_attachments(*found);
+      for (const protocol::Attachment& a : m.attachments) {
+        if (!protocol::check_attachment(a).empty())
+          return errc::bad_response;
+      }
       item.message = std::move(m);
     } else if (item.kind == "receipt") {
       protocol::ReceiptBatch r;
@@ -113,8 +154,13 @@ std::string preview(std::string_view text) {
 }
 
 std::string describe(const protocol::OutboxItem& item) {
-  if (item.message)
-    return "message to " + item.message->channel + ": " + preview(item.message->body);
+  if (item.message) {
+    std::string text = "message to " + item.message->channel + ": " + preview(item.message->body);
+    const std::size_t n = item.message->attachments.size();
+    if (n)
+      text += " (" + std::to_string(n) + " attachment" + (n == 1 ? ")" : "s)");
+    return text;
+  }
   if (item.receipt) {
     const std::size_t n = item.receipt->message_ids.size();
     return item.receipt->state + " receipt for " + std::to_string(n) + " message" +
@@ -355,9 +401,12 @@ Result<void> Outbox::discard(std::string_view id) {
     remove.bind(1, std::string(id));
     remove.exec();
     if (kind == "message") {
+      // Its attachments go with it (ON DELETE CASCADE), and their chunks if nothing else uses
+      // them.
       SQLite::Statement message(db, "DELETE FROM messages WHERE id = ? AND state = 'rejected'");
       message.bind(1, std::string(id));
-      message.exec();
+      if (message.exec() > 0)
+        detail::collect_attachment_garbage(db);
     } else if (kind == "statement") {
       // The server will never hold it, so it would show as "pending upload" for ever.
       SQLite::Statement statement(db, "DELETE FROM statements WHERE id = ? AND uploaded = 0");

@@ -7,7 +7,9 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <unordered_set>
 
+#include "kaban/agent/attachments.hpp"
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
@@ -36,6 +38,10 @@ constexpr std::chrono::seconds kMinPollSpacing{1};
 // A chunk whose bytes do not match its hash (a bad proxy or cache, a flipped bit) is fetched
 // once more before the sync gives up.
 constexpr int kChunkAttempts = 2;
+// Most attachment bytes uploaded before one outbox POST: one message's worth at most (a message
+// always goes, alone if need be), so a batch never waits behind more than 16 MiB of chunks.
+constexpr std::uint64_t kAttachmentBytesPerUpload =
+    protocol::kMaxAttachments * protocol::kMaxAttachmentSize;
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -59,6 +65,32 @@ std::error_code refused(const HttpsResponse& response, std::string& why) {
 std::error_code failed_request(const HttpsClient& client, std::error_code e, std::string& why) {
   why = client.describe_last_failure();
   return e;
+}
+
+bool matches(const std::string& bytes, const protocol::ChunkRef& chunk) {
+  return bytes.size() == chunk.size &&
+         crypto::to_hex(crypto::sha256(crypto::as_bytes(bytes))) == chunk.sha256;
+}
+
+// GET /v1/chunks/<sha256>, verified against the chunk's size and hash; fetched once more if it
+// arrives damaged. `what` names it in the sentence ("chunk", "attachment chunk").
+Result<std::string> fetch_chunk(HttpsClient& client, const protocol::ChunkRef& chunk,
+                                std::string_view what, std::string& why) {
+  for (int attempt = 1;; ++attempt) {
+    auto response = client.request("GET", "/v1/chunks/" + chunk.sha256);
+    if (!response)
+      return failed_request(client, response.error(), why);
+    if (response.value().status != 200)
+      return refused(response.value(), why);
+    if (matches(response.value().body, chunk))
+      return std::move(response.value().body);
+    if (attempt == kChunkAttempts) {
+      why = std::string(what) + " " + chunk.sha256.substr(0, 12) +
+            " arrived damaged twice and was discarded; check for a proxy that alters "
+            "traffic, then sync again";
+      return errc::content_invalid;
+    }
+  }
 }
 
 class ClientFactory {
@@ -183,28 +215,6 @@ class ChunkDownload {
     return aborted_ || stopped(options_);
   }
 
-  Result<std::string> fetch(HttpsClient& client, const protocol::ChunkRef& chunk,
-                            std::string& why) {
-    for (int attempt = 1;; ++attempt) {
-      auto response = client.request("GET", "/v1/chunks/" + chunk.sha256);
-      if (!response)
-        return failed_request(client, response.error(), why);
-      if (response.value().status != 200)
-        return refused(response.value(), why);
-      std::string& bytes = response.value().body;
-      if (bytes.size() == chunk.size &&
-          crypto::to_hex(crypto::sha256(crypto::ByteView(
-              reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()))) == chunk.sha256)
-        return std::move(bytes);
-      if (attempt == kChunkAttempts) {
-        why = "chunk " + chunk.sha256.substr(0, 12) +
-              " arrived damaged twice and was discarded; check for a proxy that alters "
-              "traffic, then sync again";
-        return errc::content_invalid;
-      }
-    }
-  }
-
   void work() {
     try {
       HttpsClient client = clients_.make(protocol::kMaxChunkSize);
@@ -215,7 +225,7 @@ class ChunkDownload {
         if (index >= chunks_.size())
           break;
         std::string why;
-        auto bytes = fetch(client, chunks_[index], why);
+        auto bytes = fetch_chunk(client, chunks_[index], "chunk", why);
         if (!bytes) {
           fail(bytes.error(), why);
           break;
@@ -343,6 +353,8 @@ void add_message_counts(SyncReport& into, const SyncReport& from) {
   into.statements_received += from.statements_received;
   into.outbox_sent += from.outbox_sent;
   into.outbox_rejected += from.outbox_rejected;
+  into.attachments_fetched += from.attachments_fetched;
+  into.attachment_bytes_fetched += from.attachment_bytes_fetched;
   into.messages_offered = into.messages_offered && from.messages_offered;
 }
 
@@ -356,17 +368,27 @@ class MessageLane {
       : store_mutex_(store_mutex),
         options_(options),
         messages_(store, identity.login, identity.user_name),
-        outbox_(store) {}
+        outbox_(store),
+        attachments_(store) {}
 
-  // Urgent and emergency messages first, then the outbox, the inbox, and the receipts the
-  // inbox queued.
+  // Urgent and emergency messages first, then the outbox, the inbox, the attachments the
+  // device lacks, and the receipts the inbox queued (those go even if an attachment could not
+  // be fetched).
   Result<void> run(HttpsClient& client, SyncReport& report, std::string& why) {
     KABAN_TRYV(pull(client, Pass::urgent, 0, report, why, nullptr));
     if (!report.messages_offered)
       return ok();
     KABAN_TRYV(upload(client, report, why));
     KABAN_TRYV(pull(client, Pass::normal, 0, report, why, nullptr));
-    return upload(client, report, why);
+    auto fetched = fetch_attachments(client, report, why);
+    if (!fetched && fetched.error() == errc::interrupted)
+      return fetched;
+    std::string upload_why;
+    if (auto uploaded = upload(client, report, upload_why); !uploaded) {
+      why = upload_why;
+      return uploaded;
+    }
+    return fetched;
   }
 
   // One long poll from the stored cursor; its page is committed like any other. True if it
@@ -473,6 +495,8 @@ class MessageLane {
       }
       if (batch.items.empty())
         return ok();
+      trim_to_attachment_budget(batch);
+      KABAN_TRYV(upload_chunks(client, batch, why));
       auto response = client.request("POST", "/v1/outbox", protocol::to_json(batch));
       if (!response)
         return failed_request(client, response.error(), why);
@@ -509,10 +533,127 @@ class MessageLane {
     }
   }
 
+  // Ends the batch before the message whose attachments would take the chunk uploads past
+  // kAttachmentBytesPerUpload; the first item always stays. The rest goes in the next batch.
+  static void trim_to_attachment_budget(protocol::OutboxUpload& batch) {
+    std::uint64_t bytes = 0;
+    for (std::size_t i = 0; i < batch.items.size(); ++i) {
+      if (!batch.items[i].message)
+        continue;
+      for (const protocol::Attachment& a : batch.items[i].message->attachments)
+        bytes += a.size;
+      if (i > 0 && bytes > kAttachmentBytesPerUpload) {
+        batch.items.resize(i);
+        return;
+      }
+    }
+  }
+
+  // PUT /v1/chunks/<sha256> for every chunk of every attachment of the batch's messages, each
+  // once: the server takes a message only once it holds its chunks. It keeps what it was given
+  // (200 for a chunk it held already), so a batch sent again costs requests but no harm. Chunks
+  // are read from the store one at a time. A chunk this device no longer holds is skipped: the
+  // server then refuses that message ("attachment_missing"), which shows as not sent, instead
+  // of the message blocking the outbox for ever.
+  Result<void> upload_chunks(HttpsClient& client, const protocol::OutboxUpload& batch,
+                             std::string& why) {
+    std::unordered_set<std::string> done;
+    for (const protocol::OutboxItem& item : batch.items) {
+      if (!item.message)
+        continue;
+      for (const protocol::Attachment& a : item.message->attachments) {
+        for (const protocol::ChunkRef& chunk : a.chunks) {
+          if (!done.insert(chunk.sha256).second)
+            continue;
+          if (stopped(options_)) {
+            why = "stopped; the outbox is kept and goes with the next sync";
+            return errc::interrupted;
+          }
+          std::string bytes;
+          {
+            std::lock_guard lock(store_mutex_);
+            auto held = attachments_.chunk(chunk.sha256);
+            if (!held && held.error() == errc::not_found)
+              continue;
+            if (!held) {
+              why = "an attachment could not be read from the store; the outbox is kept";
+              return held.error();
+            }
+            bytes = std::move(held).value();
+          }
+          auto response = client.request("PUT", "/v1/chunks/" + chunk.sha256, bytes,
+                                         "application/octet-stream");
+          if (!response)
+            return failed_request(client, response.error(), why);
+          if (response.value().status != 200 && response.value().status != 201)
+            return refused(response.value(), why);
+        }
+      }
+    }
+    return ok();
+  }
+
+  // GET /v1/chunks/<sha256> for each chunk the device's attachments lack, each committed on
+  // its own. A chunk the server will not give, or that arrives damaged twice, does not hold up
+  // the others: the lane fails with the first such problem once the rest are in. A broken
+  // connection or a store failure ends it at once.
+  Result<void> fetch_attachments(HttpsClient& client, SyncReport& report, std::string& why) {
+    std::vector<protocol::ChunkRef> missing;
+    {
+      std::lock_guard lock(store_mutex_);
+      KABAN_TRY(lacking, attachments_.missing_chunks());
+      missing = std::move(lacking);
+    }
+    std::error_code first_error;
+    std::string first_why;
+    for (const protocol::ChunkRef& chunk : missing) {
+      if (stopped(options_)) {
+        why = "stopped; the attachments received so far are kept";
+        return errc::interrupted;
+      }
+      std::string chunk_why;
+      auto bytes = fetch_chunk(client, chunk, "attachment chunk", chunk_why);
+      if (!bytes) {
+        if (bytes.error() != errc::server_refused && bytes.error() != errc::content_invalid) {
+          why = chunk_why;
+          return bytes.error();
+        }
+        if (!first_error) {
+          first_error = bytes.error();
+          first_why = bytes.error() == errc::server_refused
+                          ? "the server would not give attachment chunk " +
+                                chunk.sha256.substr(0, 12) + " (" + chunk_why +
+                                "); its attachment shows as not downloaded yet and is asked "
+                                "for again at the next sync"
+                          : chunk_why;
+        }
+        continue;
+      }
+      std::lock_guard lock(store_mutex_);
+      auto stored = attachments_.put_chunk(chunk.sha256, bytes.value());
+      // The bytes verified above, so content_invalid here means no message uses the chunk any
+      // more (another process dropped it meanwhile): nothing to keep.
+      if (!stored && stored.error() == errc::content_invalid)
+        continue;
+      if (!stored) {
+        why = "a received attachment could not be stored; it is fetched again next time";
+        return stored.error();
+      }
+      report.attachments_fetched += stored.value();
+      report.attachment_bytes_fetched += chunk.size;
+    }
+    if (first_error) {
+      why = first_why;
+      return first_error;
+    }
+    return ok();
+  }
+
   std::mutex& store_mutex_;
   const SyncOptions& options_;
   Messages messages_;
   Outbox outbox_;
+  Attachments attachments_;
 };
 
 // Repeats the message lane on a connection of its own while chunks download, so a new urgent

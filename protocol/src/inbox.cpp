@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attachment_json.hpp"
 #include "json_reader.hpp"
 #include "kaban/protocol/error.hpp"
 #include "kaban/protocol/messages.hpp"
@@ -24,18 +25,20 @@ constexpr std::size_t kMaxUserName = 200;
 constexpr std::size_t kMaxEnumText = 32;
 
 json message_json(const MessageInfo& m) {
-  return {{"id", m.id},
-          {"seq", m.seq},
-          {"channel", m.channel},
-          {"channel_kind", to_string(m.channel_kind)},
-          {"channel_title", m.channel_title},
-          {"sender", m.sender},
-          {"sender_name", m.sender_name},
-          {"body", m.body},
-          {"priority", to_string(m.priority)},
-          {"require_ack", m.require_ack},
-          {"created_at", m.created_at},
-          {"accepted_at", m.accepted_at}};
+  json j = {{"id", m.id},
+            {"seq", m.seq},
+            {"channel", m.channel},
+            {"channel_kind", to_string(m.channel_kind)},
+            {"channel_title", m.channel_title},
+            {"sender", m.sender},
+            {"sender_name", m.sender_name},
+            {"body", m.body},
+            {"priority", to_string(m.priority)},
+            {"require_ack", m.require_ack},
+            {"created_at", m.created_at},
+            {"accepted_at", m.accepted_at}};
+  detail::write_attachments(m.attachments, j);
+  return j;
 }
 
 json channel_json(const ChannelMembership& c) {
@@ -109,6 +112,7 @@ MessageInfo read_message(const json& j, JsonReader& change) {
   m.require_ack = r.boolean("require_ack");
   m.created_at = r.integer("created_at", 0, kLatestTime);
   m.accepted_at = r.integer("accepted_at", 0, kLatestTime);
+  m.attachments = detail::read_attachments(r, Unknown::ignore);
   if (r.ok() && !m.sender.empty() && !is_valid_login(m.sender))
     r.fail(errc::invalid_value, r.where() + ": \"sender\" is not a valid login");
   if (r.ok() && (m.body.empty() || !is_valid_message_text(m.body)))

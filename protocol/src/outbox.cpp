@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attachment_json.hpp"
 #include "json_reader.hpp"
 #include "kaban/protocol/error.hpp"
 #include "kaban/protocol/messages.hpp"
@@ -27,11 +28,13 @@ constexpr std::size_t kMaxCode = 64;
 constexpr std::size_t kMaxReason = 4096;
 
 json message_json(const NewMessage& m) {
-  return {{"channel", m.channel},
-          {"body", m.body},
-          {"priority", to_string(m.priority)},
-          {"require_ack", m.require_ack},
-          {"created_at", m.created_at}};
+  json j = {{"channel", m.channel},
+            {"body", m.body},
+            {"priority", to_string(m.priority)},
+            {"require_ack", m.require_ack},
+            {"created_at", m.created_at}};
+  detail::write_attachments(m.attachments, j);
+  return j;
 }
 
 json receipt_json(const ReceiptBatch& r) {
@@ -82,6 +85,7 @@ NewMessage read_message(const json& j, const std::string& where, JsonReader& ite
   const std::string priority = r.text("priority", kMaxPriority, /*required=*/false);
   m.require_ack = r.boolean("require_ack", /*required=*/false);
   m.created_at = r.integer("created_at", 0, kLatestTime);
+  m.attachments = detail::read_attachments(r, Unknown::refuse);
   const std::optional<ChannelKind> kind = channel_kind(m.channel);
   if (r.ok() && !kind)
     r.fail(errc::invalid_value, r.where() + ": \"channel\" is not a valid channel id");

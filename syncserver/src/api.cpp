@@ -9,7 +9,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "chunk_store.hpp"
 #include "kaban/crypto/sha256.hpp"
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/error.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/manifest.hpp"
@@ -37,6 +39,11 @@ constexpr std::string_view kOutboxPath = "/v1/outbox";
 constexpr std::string_view kInboxPath = "/v1/inbox";
 constexpr std::string_view kUrgentPriority = "urgent";
 constexpr std::size_t kNoBody = 0;
+// PUT /v1/chunks/<sha256> answers: a new chunk, and one the server held already.
+constexpr const char* kChunkStored = R"({"stored":true})";
+constexpr const char* kChunkHeld = R"({"stored":false})";
+// How many hex digits of a hash an error message shows.
+constexpr std::size_t kShownHashDigits = 12;
 // Chunks are served only up to the largest size the manifest format allows.
 constexpr std::uintmax_t kMaxServedChunk = protocol::kMaxChunkSize;
 // Chunks never change (their name is their hash), but only enrolled devices may read them.
@@ -138,6 +145,9 @@ struct Api::Impl {
   std::mutex pool_mutex;
   std::vector<std::unique_ptr<SQLite::Database>> pool;
 
+  std::mutex sweep_mutex;
+  Clock::time_point next_sweep;  // the first upload sweeps
+
   // Declared last: its thread uses the pool, so it is destroyed (and joined) first.
   std::unique_ptr<LongPoll> long_poll;
 
@@ -211,6 +221,10 @@ struct Api::Impl {
   std::optional<HttpResponse> inbox(const HttpRequest& req, const Device& device,
                                     SQLite::Database& db, Router::Reply* reply);
   HttpResponse chunk(std::string_view hash, const Device& device, SQLite::Database& db);
+  HttpResponse upload_chunk(std::string_view hash, const HttpRequest& req, const Device& device,
+                            SQLite::Database& db);
+  // Forgets old uploads no message uses, at most once per config.upload_sweep_interval.
+  void sweep_uploads_if_due(SQLite::Database& db);
   // The answer to an authenticated request, or std::nullopt if inbox() held it.
   std::optional<HttpResponse> authenticated(const HttpRequest& req, Router::Reply* reply);
   std::optional<HttpResponse> dispatch(const HttpRequest& req, Router::Reply* reply);
@@ -443,12 +457,15 @@ HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLit
     return error(400, "bad_request", "a chunk is named by 64 lower-case hex digits");
   Catalog catalog(db, data_dir);
   auto visible = catalog.chunk_visible(device.login, hash);
+  if (visible && !visible.value())
+    visible = Messaging(db).attachment_chunk_visible(device.login, device.id, hash);
   if (!visible)
     return storage_error();
   // The same answer for a chunk that does not exist and one the caller may not see, so the
-  // endpoint does not reveal what other courses contain.
+  // endpoint does not reveal what other courses or messages contain.
   if (!visible.value())
-    return error(404, "chunk_not_found", "no such chunk in a course this device may see");
+    return error(404, "chunk_not_found",
+                 "no such chunk in a course or message this device may see");
   const fs::path path = catalog.chunk_path(hash);
   std::error_code ec;
   const std::uintmax_t size = fs::file_size(path, ec);
@@ -463,6 +480,81 @@ HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLit
   r.headers["Cache-Control"] = kChunkCacheControl;
   r.headers["ETag"] = "\"" + std::string(hash) + "\"";
   return r;
+}
+
+HttpResponse Api::Impl::upload_chunk(std::string_view hash, const HttpRequest& req,
+                                     const Device& device, SQLite::Database& db) {
+  if (!protocol::is_sha256_hex(hash))
+    return error(400, "bad_request", "a chunk is named by 64 lower-case hex digits");
+  if (req.body.empty())
+    return error(400, "bad_request", "the chunk is empty; upload its bytes");
+  // The transport enforces body_limit(); this keeps the rule where the chunk is taken.
+  if (req.body.size() > protocol::kAttachmentChunkSize)
+    return error(413, "too_large",
+                 "a chunk is at most " + std::to_string(protocol::kAttachmentChunkSize) + " bytes");
+  const crypto::ByteView bytes = crypto::as_bytes(req.body);
+  const std::string actual = crypto::to_hex(crypto::sha256(bytes));
+  if (actual != hash)
+    return error(400, "chunk_mismatch",
+                 "the bytes' SHA-256 begins " + actual.substr(0, kShownHashDigits) + ", not " +
+                     std::string(hash.substr(0, kShownHashDigits)) +
+                     " as the address says; nothing was stored. Upload the chunk again");
+  sweep_uploads_if_due(db);
+  const auto quota_refusal = [this](const UploadCheck& check) {
+    return error(413, "upload_quota",
+                 "this device has " + std::to_string(check.pending_bytes) +
+                     " bytes of uploaded attachments that no sent message uses yet, and may "
+                     "hold at most " +
+                     std::to_string(config.upload_quota_bytes) +
+                     "; nothing was stored. Send the messages that use them first, then upload "
+                     "the rest");
+  };
+  Messaging messaging(db);
+  const UnixTime t = now();
+  auto claimed =
+      messaging.claim_upload(device.id, hash, bytes.size(), config.upload_quota_bytes, t);
+  if (!claimed)
+    return storage_error();
+  if (claimed.value().status == UploadStatus::held)
+    return json_ok(kChunkHeld);
+  if (claimed.value().status == UploadStatus::over_quota)
+    return quota_refusal(claimed.value());
+  const fs::path path = detail::chunk_path(data_dir, hash);
+  if (!detail::store_chunk(path, bytes) || !detail::sync_directory(path.parent_path()))
+    return storage_error();
+  auto recorded =
+      messaging.record_upload(device.id, hash, bytes.size(), config.upload_quota_bytes, t);
+  if (!recorded)
+    return storage_error();
+  switch (recorded.value().status) {
+    case UploadStatus::recorded: {
+      HttpResponse r = json_ok(kChunkStored);
+      r.status = 201;
+      return r;
+    }
+    case UploadStatus::over_quota:
+      return quota_refusal(recorded.value());
+    case UploadStatus::held:
+    case UploadStatus::needed:
+      break;
+  }
+  return json_ok(kChunkHeld);
+}
+
+void Api::Impl::sweep_uploads_if_due(SQLite::Database& db) {
+  const auto t = Clock::now();
+  {
+    std::lock_guard lock(sweep_mutex);
+    if (t < next_sweep)
+      return;
+    next_sweep = t + config.upload_sweep_interval;
+  }
+  const UnixTime cutoff = now() - config.upload_max_age;
+  // A sweep that fails leaves the uploads for the next one; the upload in hand goes on.
+  (void)Messaging(db).sweep_uploads(cutoff, [this](const std::string& hash) {
+    std::error_code ec;
+    fs::remove(detail::chunk_path(data_dir, hash), ec);
+  });
 }
 
 std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Router::Reply* reply) {
@@ -492,6 +584,9 @@ std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Rou
     r = outbox(req, *found.value(), db);
   } else if (req.path == kInboxPath) {
     r = inbox(req, *found.value(), db, reply);
+  } else if (req.method == "PUT") {
+    r = upload_chunk(std::string_view(req.path).substr(kChunksPrefix.size()), req, *found.value(),
+                     db);
   } else {
     r = chunk(std::string_view(req.path).substr(kChunksPrefix.size()), *found.value(), db);
   }
@@ -539,8 +634,14 @@ std::optional<std::size_t> Api::body_limit(const HttpRequest& head, HttpResponse
     return expect("POST", protocol::kMaxOutboxRequestSize);
   if (path == kInboxPath)
     return expect("GET", kNoBody);
-  if (path.starts_with(kChunksPrefix))
-    return expect("GET", kNoBody);
+  if (path.starts_with(kChunksPrefix)) {
+    if (head.method == "PUT")
+      return protocol::kAttachmentChunkSize;
+    if (head.method == "GET")
+      return kNoBody;
+    refusal = error(405, "method_not_allowed", "/v1/chunks/ takes GET or PUT");
+    return std::nullopt;
+  }
   refusal = error(404, "not_found", "no such endpoint: " + std::string(path));
   return std::nullopt;
 }

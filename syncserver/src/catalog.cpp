@@ -15,8 +15,8 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "chunk_store.hpp"
 #include "kaban/crypto/bytes.hpp"
-#include "kaban/crypto/random.hpp"
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
@@ -28,50 +28,15 @@ namespace kaban::server {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr std::size_t kFanOutDigits = 2;  // chunks/ab/abcd...: at most 256 subdirectories
-constexpr std::size_t kTempSuffixBytes = 8;
-constexpr mode_t kChunkDirMode = 0700;
-constexpr mode_t kChunkFileMode = 0600;
+using detail::FileDescriptor;
+using detail::store_chunk;
+using detail::sync_directory;
 
 // Which courses a login may see. The one place this is decided: groups will add their
 // membership test here, and every query that filters by visibility uses this text with a
 // :login parameter.
 constexpr const char* kVisibleToLogin =
     "(c.audience = 'all' AND EXISTS (SELECT 1 FROM users u WHERE u.login = :login))";
-
-std::error_code os_error() {
-  return {errno, std::generic_category()};
-}
-
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // close() reports write-back errors that a destructor would swallow.
-  int close() { return ::close(std::exchange(fd_, -1)); }
-
- private:
-  int fd_;
-};
-
-Result<void> write_all(int fd, crypto::ByteView data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return os_error();
-    done += static_cast<std::size_t>(n);
-  }
-  return ok();
-}
 
 // Fills `buffer` as far as the file allows; returns the bytes read (less only at the end).
 Result<std::size_t> read_up_to(int fd, crypto::MutableByteView buffer) {
@@ -81,46 +46,12 @@ Result<std::size_t> read_up_to(int fd, crypto::MutableByteView buffer) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      return os_error();
+      return std::error_code(errno, std::generic_category());
     if (n == 0)
       break;
     done += static_cast<std::size_t>(n);
   }
   return done;
-}
-
-Result<void> sync_directory(const fs::path& dir) {
-  FileDescriptor fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0 || ::fsync(fd.get()) != 0)
-    return os_error();
-  return ok();
-}
-
-// Written under a temporary name, synced, then renamed: a chunk file either is complete or is
-// not there, so its name always matches its content, and one already there of the right size
-// is reused as it is.
-Result<void> store_chunk(const fs::path& path, crypto::ByteView data) {
-  std::error_code ec;
-  if (fs::file_size(path, ec) == data.size() && !ec)
-    return ok();
-  if (::mkdir(path.parent_path().c_str(), kChunkDirMode) != 0 && errno != EEXIST)
-    return os_error();
-  const fs::path temp =
-      path.parent_path() / ("." + path.filename().string() + "." +
-                            crypto::to_hex(crypto::random_bytes(kTempSuffixBytes)) + ".tmp");
-  FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kChunkFileMode));
-  if (fd.get() < 0)
-    return os_error();
-  auto written = write_all(fd.get(), data);
-  if (written && ::fsync(fd.get()) != 0)
-    written = os_error();
-  if (written && fd.close() != 0)
-    written = os_error();
-  if (written && ::rename(temp.c_str(), path.c_str()) != 0)
-    written = os_error();
-  if (!written)
-    ::unlink(temp.c_str());
-  return written;
 }
 
 // Reads one file in kChunkSize pieces, storing each missing chunk; the whole file is never in
@@ -172,7 +103,7 @@ Catalog::Catalog(SQLite::Database& db, fs::path data_dir)
     : db_(db), data_dir_(std::move(data_dir)) {}
 
 fs::path Catalog::chunk_path(std::string_view hash) const {
-  return data_dir_ / kChunksDir / std::string(hash.substr(0, kFanOutDigits)) / std::string(hash);
+  return detail::chunk_path(data_dir_, hash);
 }
 
 Result<PublishedVersion> Catalog::publish(const CourseSource& course,

@@ -193,6 +193,44 @@ constexpr schema::Migration kServerMigrations[] = {
         PRIMARY KEY (device_id, seq)
       ) WITHOUT ROWID;
     )sql"},
+    {3, R"sql(
+      -- Chunks devices uploaded for message attachments (PUT /v1/chunks/<hash>). The file is
+      -- chunks/ab/<hash>, beside course chunks; device_id is the device that uploaded it first,
+      -- uploaded_at when it was last uploaded.
+      CREATE TABLE uploaded_chunks (
+        hash        TEXT PRIMARY KEY,  -- 64 lower-case hex digits
+        size        INTEGER NOT NULL,
+        device_id   TEXT NOT NULL,
+        uploaded_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX uploaded_chunks_device ON uploaded_chunks(device_id);
+      CREATE INDEX uploaded_chunks_age ON uploaded_chunks(uploaded_at);
+
+      -- A message's attached files, in the order the sender gave them (ordinal from 0).
+      CREATE TABLE message_attachments (
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        ordinal    INTEGER NOT NULL,
+        name       TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        PRIMARY KEY (message_id, ordinal)
+      ) WITHOUT ROWID;
+
+      -- Each attachment's chunks in order (chunk_index from 0). hash is a course chunk or an
+      -- uploaded one; the index answers "may this caller fetch this chunk?" and "does any
+      -- message use this upload?".
+      CREATE TABLE attachment_chunks (
+        message_id  TEXT NOT NULL,
+        ordinal     INTEGER NOT NULL,
+        chunk_index INTEGER NOT NULL,
+        hash        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        PRIMARY KEY (message_id, ordinal, chunk_index),
+        FOREIGN KEY (message_id, ordinal) REFERENCES message_attachments(message_id, ordinal)
+      ) WITHOUT ROWID;
+      CREATE INDEX attachment_chunks_hash ON attachment_chunks(hash);
+    )sql"},
 };
 
 Result<std::unique_ptr<SQLite::Database>> open_connection(const fs::path& dir, bool create) {

@@ -9,6 +9,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "attachment_rows.hpp"
 #include "channel_rows.hpp"
 #include "inbox_sequence.hpp"
 #include "kaban/protocol/manifest.hpp"
@@ -490,6 +491,7 @@ Result<InboxPage> Messaging::inbox_since(std::string_view login, std::int64_t af
     page.changes.reserve(cut);
     for (std::size_t i = 0; i < cut; ++i)
       page.changes.push_back(std::move(entries[i].change));
+    fill_attachments(db_, page.changes);
     snapshot.commit();
     return page;
   } catch (const SQLite::Exception&) {

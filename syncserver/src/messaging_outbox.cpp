@@ -9,8 +9,10 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "attachment_rows.hpp"
 #include "channel_rows.hpp"
 #include "inbox_sequence.hpp"
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/xapi.hpp"
 #include "kaban/server/error.hpp"
 #include "kaban/server/learning_records.hpp"
@@ -131,6 +133,14 @@ Outcome apply_message(Poster& p, const protocol::OutboxItem& item) {
   if (!is_valid_body(m.body))
     return rejected("malformed", "a message is 1 to " + std::to_string(protocol::kMaxMessageBody) +
                                      " bytes of text");
+  // The parser checked the attachments too; the rows must not depend on that.
+  if (m.attachments.size() > protocol::kMaxAttachments)
+    return rejected("malformed", "a message carries at most " +
+                                     std::to_string(protocol::kMaxAttachments) + " attachments");
+  for (const protocol::Attachment& a : m.attachments) {
+    if (std::string problem = protocol::check_attachment(a); !problem.empty())
+      return rejected("malformed", std::move(problem));
+  }
   if (m.require_ack && *kind != ChannelKind::announcement)
     return rejected("ack_not_allowed",
                     "only announcements can ask for acknowledgement; send it without asking");
@@ -141,6 +151,15 @@ Outcome apply_message(Poster& p, const protocol::OutboxItem& item) {
       return rejected("id_reused", "another message already has the id " + item.id +
                                        "; the agent must give each message a new id");
   }
+  // Before the channel checks: those may open a direct conversation, which a rejection must not
+  // leave behind.
+  if (const MissingChunk missing = find_missing_chunk(p.db, m.attachments); missing.attachment)
+    return rejected("attachment_missing",
+                    "the attachment " + in_quotes(missing.attachment->name) +
+                        " did not reach the server (chunk " +
+                        std::to_string(missing.chunk_index + 1) + " of " +
+                        std::to_string(missing.attachment->chunks.size()) +
+                        " is missing); send the message again with the file attached");
   auto channel = find_channel(p.db, m.channel);
   switch (*kind) {
     case ChannelKind::group:
@@ -196,6 +215,7 @@ Outcome apply_message(Poster& p, const protocol::OutboxItem& item) {
   insert.bind(11, p.device_id);
   insert.bind(12, item.seq);
   insert.exec();
+  insert_attachments(p.db, item.id, m.attachments);
   return accepted();
 }
 

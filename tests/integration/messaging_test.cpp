@@ -1,6 +1,7 @@
 // The message lane end to end: the real server (in this process, on 127.0.0.1 port 0) and the
 // real agent library, over real TLS. Two people, several devices, messages, receipts,
-// acknowledgements, learning records, an urgent announcement during a big download, and watch.
+// acknowledgements, learning records, attachments, an urgent announcement during a big
+// download, and watch.
 #include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
 
@@ -11,9 +12,11 @@
 #include <random>
 #include <thread>
 
+#include "kaban/agent/attachments.hpp"
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
+#include "kaban/agent/https_client.hpp"
 #include "kaban/agent/learning_log.hpp"
 #include "kaban/agent/library.hpp"
 #include "kaban/agent/messages.hpp"
@@ -79,15 +82,21 @@ class SlowChunks final : public server::Router {
       std::this_thread::sleep_for(hold_.load());
       return reply(inner_.handle(request));
     }
-    inner_.handle_async(std::move(request), [this, chunk, reply](server::HttpResponse r) {
-      if (chunk && r.status == 200)
+    const bool get = request.method == "GET";
+    inner_.handle_async(std::move(request), [this, chunk, get, reply](server::HttpResponse r) {
+      if (chunk && get && r.status == 200) {
         ++chunks_served_;
+        if (damage_.load() && !r.body.empty())
+          r.body[r.body.size() / 2] = static_cast<char>(r.body[r.body.size() / 2] ^ 0x20);
+      }
       reply(std::move(r));
     });
   }
   void stopping() override { inner_.stopping(); }
   void set_chunk_delay(std::chrono::milliseconds d) { delay_ = d; }
   void hold_long_polls(std::chrono::milliseconds d) { hold_ = d; }
+  // Flips a bit in every chunk served, as a bad proxy would.
+  void damage_chunks(bool on) { damage_ = on; }
   int chunks_served() const { return chunks_served_; }
   int polls_held() const { return polls_held_; }
   int inbox_requests() const { return inbox_requests_; }
@@ -96,6 +105,7 @@ class SlowChunks final : public server::Router {
   server::Router& inner_;
   std::atomic<std::chrono::milliseconds> delay_{0ms};
   std::atomic<std::chrono::milliseconds> hold_{0ms};
+  std::atomic<bool> damage_{false};
   std::atomic<int> polls_held_{0};
   std::atomic<int> chunks_served_{0};
   std::atomic<int> inbox_requests_{0};
@@ -120,6 +130,21 @@ struct Device {
     auto report = agent::sync(*store, options, why);
     EXPECT_TRUE(report) << login << ": " << why << " (" << report.error().message() << ")";
     return report ? report.value() : agent::SyncReport{};
+  }
+
+  // A bare client with this device's certificate, for requests the agent would not make.
+  agent::HttpsClient raw_client() {
+    auto identity = agent::load_identity(*store);
+    EXPECT_TRUE(identity);
+    agent::HttpsClientConfig config;
+    config.host = identity.value().server_host;
+    config.port = identity.value().server_port;
+    crypto::TlsClientTrust trust;
+    trust.ca_pem = identity.value().ca_pem;
+    crypto::TlsClientIdentity me{
+        identity.value().certificate_pem,
+        crypto::SecretKey::from_bytes(identity.value().private_key_pem.bytes())};
+    return agent::HttpsClient(std::move(config), std::move(trust), std::move(me));
   }
 
   std::vector<agent::MessageView> list(std::string channel = "") {
@@ -280,6 +305,111 @@ TEST_F(Messaging, AMessageWrittenOfflineReachesTheOtherPersonAndShowsOnceForTheS
   ASSERT_EQ(ken.messages().mark_read(team, unix_now()).value(), 1u);
   ken.sync();
   EXPECT_NE(marks_of(sent.value().id, "ken").read_at, 0);
+}
+
+TEST_F(Messaging, AnAttachmentTravelsWithItsMessageAndOnlyToThoseWhoMayReadIt) {
+  {
+    server::Directory directory(*db_);
+    ASSERT_TRUE(directory.add_user("taro", "Taro Ito", server_now()));
+  }
+  Device aiko = enroll("aiko", "aiko-phone");
+  Device ken = enroll("ken", "ken-phone");
+  Device taro = enroll("taro", "taro-phone");  // not in team-a
+  aiko.sync();
+  ken.sync();
+
+  // About 1.5 MiB: two chunks, the second one shorter.
+  std::mt19937 gen(11);
+  std::string plan(protocol::kAttachmentChunkSize + 512 * 1024 + 3, '\0');
+  for (char& c : plan)
+    c = static_cast<char>(gen());
+  const std::vector<agent::AttachmentFile> files{{"floor-plan.pdf", "application/pdf", plan}};
+  auto sent = aiko.messages().send("team-a", "Floor plan of shelter B attached.",
+                                   protocol::Priority::normal, false, unix_now(), files);
+  ASSERT_TRUE(sent) << sent.error().message();
+  auto queued = aiko.outbox().next_batch();
+  ASSERT_TRUE(queued);
+  ASSERT_EQ(queued.value().items.size(), 1u);
+  const std::vector<protocol::ChunkRef> chunks =
+      queued.value().items[0].message->attachments.at(0).chunks;
+  ASSERT_EQ(chunks.size(), 2u);
+
+  const agent::SyncReport up = aiko.sync();
+  EXPECT_EQ(up.outbox_sent, 1u);
+  EXPECT_EQ(up.outbox_rejected, 0u) << "the server took the message once it held its chunks";
+  auto mine = aiko.list("team-a");
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].state, agent::MessageState::sent);
+  ASSERT_EQ(mine[0].attachments.size(), 1u);
+  EXPECT_TRUE(mine[0].attachments[0].downloaded);
+
+  const agent::SyncReport down = ken.sync();
+  EXPECT_EQ(down.messages_received, 1u);
+  EXPECT_EQ(down.attachments_fetched, 1u);
+  EXPECT_EQ(down.attachment_bytes_fetched, plan.size());
+  auto theirs = ken.list("team-a");
+  ASSERT_EQ(theirs.size(), 1u);
+  ASSERT_EQ(theirs[0].attachments.size(), 1u);
+  EXPECT_EQ(theirs[0].attachments[0].name, "floor-plan.pdf");
+  EXPECT_EQ(theirs[0].attachments[0].media_type, "application/pdf");
+  EXPECT_EQ(theirs[0].attachments[0].size, plan.size());
+  EXPECT_TRUE(theirs[0].attachments[0].downloaded);
+  auto received = agent::Attachments(*ken.store).read(sent.value().id, "");
+  ASSERT_TRUE(received) << received.error().message();
+  EXPECT_TRUE(received.value() == plan) << "the file must arrive byte-identical";
+  EXPECT_EQ(ken.sync().attachments_fetched, 0u) << "a held attachment is not fetched again";
+
+  // A member may fetch the chunks; someone who may read no message using them may not.
+  agent::HttpsClient as_ken = ken.raw_client();
+  agent::HttpsClient as_taro = taro.raw_client();
+  for (const protocol::ChunkRef& chunk : chunks) {
+    auto allowed = as_ken.request("GET", "/v1/chunks/" + chunk.sha256);
+    ASSERT_TRUE(allowed) << allowed.error().message();
+    EXPECT_EQ(allowed.value().status, 200);
+    EXPECT_EQ(allowed.value().body.size(), chunk.size);
+    auto refused = as_taro.request("GET", "/v1/chunks/" + chunk.sha256);
+    ASSERT_TRUE(refused) << refused.error().message();
+    EXPECT_EQ(refused.value().status, 404) << "a chunk reached someone outside the channel";
+  }
+  const agent::SyncReport outsider = taro.sync();
+  EXPECT_EQ(outsider.messages_received, 0u);
+  EXPECT_EQ(outsider.attachments_fetched, 0u);
+}
+
+TEST_F(Messaging, ADamagedAttachmentChunkIsFetchedOnceMoreThenReportedAndFetchedLater) {
+  Device aiko = enroll("aiko", "aiko-phone");
+  Device ken = enroll("ken", "ken-phone");
+  aiko.sync();
+  ken.sync();
+  const std::string photo(300 * 1024, 'p');
+  auto sent =
+      aiko.messages().send("team-a", "Photo of the damage.", protocol::Priority::normal, false,
+                           unix_now(), std::vector<agent::AttachmentFile>{{"roof.jpg", "", photo}});
+  ASSERT_TRUE(sent) << sent.error().message();
+  aiko.sync();
+
+  router_->damage_chunks(true);
+  const int served_before = router_->chunks_served();
+  std::string why;
+  auto failed = agent::sync(*ken.store, {}, why);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error(), agent::errc::content_invalid);
+  EXPECT_NE(why.find("attachment chunk"), std::string::npos) << why;
+  EXPECT_NE(why.find("damaged twice"), std::string::npos) << why;
+  EXPECT_EQ(router_->chunks_served() - served_before, 2) << "fetched once more, then given up";
+  auto shown = ken.list("team-a");
+  ASSERT_EQ(shown.size(), 1u) << "the message itself arrived";
+  ASSERT_EQ(shown[0].attachments.size(), 1u);
+  EXPECT_FALSE(shown[0].attachments[0].downloaded);
+  EXPECT_EQ(agent::Attachments(*ken.store).read(sent.value().id, "roof.jpg").error(),
+            agent::errc::not_found);
+  EXPECT_NE(marks_of(sent.value().id, "ken").delivered_at, 0)
+      << "the receipts still went up after the attachment failed";
+
+  router_->damage_chunks(false);
+  const agent::SyncReport healed = ken.sync();
+  EXPECT_EQ(healed.attachments_fetched, 1u);
+  EXPECT_EQ(agent::Attachments(*ken.store).read(sent.value().id, "roof.jpg").value(), photo);
 }
 
 TEST_F(Messaging, AnnouncementsAreAcknowledgedAndMarksFollowThePerson) {

@@ -28,8 +28,8 @@ protocol::OutboxItem ack(std::string message_id) {
 protocol::OutboxItem new_message(std::string channel, std::string body) {
   protocol::OutboxItem item;
   item.kind = "message";
-  item.message = protocol::NewMessage{std::move(channel), std::move(body),
-                                      protocol::Priority::urgent, true, kNow - 1};
+  item.message = protocol::NewMessage{
+      std::move(channel), std::move(body), protocol::Priority::urgent, true, kNow - 1, {}};
   return item;
 }
 

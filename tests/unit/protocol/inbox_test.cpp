@@ -202,6 +202,70 @@ TEST(Inbox, RefusesOtherBadChanges) {
   }
 }
 
+Attachment sample_attachment(std::string name, std::uint64_t size, char digit) {
+  Attachment a;
+  a.name = std::move(name);
+  a.media_type = "application/pdf";
+  a.size = size;
+  a.sha256 = std::string(64, digit);
+  char chunk_digit = '0';
+  for (const std::uint64_t chunk : attachment_chunk_sizes(size))
+    a.chunks.push_back({std::string(64, chunk_digit++), chunk});
+  return a;
+}
+
+TEST(Inbox, MessageAttachmentsRoundTripInOrder) {
+  InboxResponse page;
+  MessageInfo m = sample_message();
+  m.attachments = {sample_attachment("rota.pdf", 3 * kAttachmentChunkSize, 'b'),
+                   sample_attachment("map.pdf", 5, 'c')};
+  page.changes.push_back({"message", m, std::nullopt, std::nullopt, ""});
+  std::string why;
+  auto parsed = parse_inbox_response(to_json(page), &why);
+  ASSERT_TRUE(parsed) << why;
+  ASSERT_TRUE(parsed.value().changes[0].message);
+  EXPECT_EQ(parsed.value().changes[0].message->attachments, m.attachments);
+
+  const std::string plain = to_json(sample_page());
+  EXPECT_EQ(plain.find("attachments"), std::string::npos) << plain;
+  EXPECT_TRUE(parse_inbox_response(plain).value().changes[1].message->attachments.empty());
+}
+
+TEST(Inbox, AttachmentsIgnoreNewFieldsButRefuseBadValues) {
+  const std::string hash(64, 'a');
+  const std::string chunk = R"([{"sha256":")" + hash + R"(","size":10,"zone":1}])";
+  auto with = [&](const std::string& name, std::uint64_t size, const std::string& chunks) {
+    return message_with("accepted_at", "1795435002,\"attachments\":[{\"name\":\"" + name +
+                                           "\",\"media_type\":\"\",\"size\":" +
+                                           std::to_string(size) + ",\"sha256\":\"" + hash +
+                                           "\",\"chunks\":" + chunks + ",\"thumb\":null}]");
+  };
+  std::string why;
+  auto parsed = parse_inbox_response(with("a.txt", 10, chunk), &why);
+  ASSERT_TRUE(parsed) << why;
+  ASSERT_EQ(parsed.value().changes[0].message->attachments.size(), 1u);
+  EXPECT_EQ(parsed.value().changes[0].message->attachments[0].name, "a.txt");
+
+  for (const std::string& bad :
+       {with("..", 10, chunk), with("a/b", 10, chunk), with("a.txt", 11, chunk),
+        with("a.txt", 10, "[]"), with("a.txt", 10, R"([{"sha256":"x","size":10}])"),
+        with("a.txt", kMaxAttachmentSize + 1, chunk),
+        message_with("accepted_at", R"(1,"attachments":{})"),
+        message_with("accepted_at", R"(1,"attachments":[1])")}) {
+    auto refused = parse_inbox_response(bad, &why);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_NE(why.find("change 1 message"), std::string::npos) << why;
+  }
+  std::string five;
+  for (std::size_t i = 0; i <= kMaxAttachments; ++i)
+    five += std::string(i ? "," : "") + R"({"name":"f","size":10,"sha256":")" + hash +
+            R"(","chunks":)" + chunk + "}";
+  auto refused =
+      parse_inbox_response(message_with("accepted_at", "1,\"attachments\":[" + five + "]"), &why);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(why.find("attachments"), std::string::npos) << why;
+}
+
 TEST(Inbox, RefusesABadEnvelope) {
   EXPECT_EQ(parse_inbox_response("").error(), errc::malformed);
   EXPECT_EQ(parse_inbox_response("[]").error(), errc::malformed);

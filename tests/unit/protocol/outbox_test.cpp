@@ -63,7 +63,8 @@ OutboxUpload sample_upload() {
   m.seq = 3;
   m.kind = "message";
   m.message = NewMessage{"announce:night-shift", "Shelter opens at 18:00.\nBring IDs.",
-                         Priority::urgent, true, 1'795'435'000};
+                         Priority::urgent,       true,
+                         1'795'435'000,          {}};
   u.items.push_back(m);
   OutboxItem r;
   r.id = kId2;
@@ -367,6 +368,119 @@ TEST(Outbox, ToJsonDoesNotThrowOnTextThatIsNotUtf8) {
   const OutboxItem back = parse_outbox_upload(text).value().items[0];
   EXPECT_EQ(back.invalid, "");
   EXPECT_EQ(back.message->body, "caf\xef\xbf\xbd");
+}
+
+// One attachment as JSON, with `extra` fields spliced in ("" for none).
+std::string attachment_json(const std::string& name, std::uint64_t size, const std::string& chunks,
+                            const std::string& extra = "") {
+  return R"({"name":")" + name + R"(","media_type":"image/jpeg","size":)" + std::to_string(size) +
+         R"(,"sha256":")" + std::string(64, 'a') + R"(","chunks":)" + chunks + extra + "}";
+}
+
+std::string chunk_json(char digit, std::uint64_t size) {
+  return R"({"sha256":")" + std::string(64, digit) + R"(","size":)" + std::to_string(size) + "}";
+}
+
+std::string message_with_attachments(const std::string& list) {
+  return upload(message_item(R"("channel":"night-shift","body":"see attached","created_at":1,)"
+                             R"("attachments":)" +
+                             list));
+}
+
+Attachment photo(std::uint64_t size, char digit) {
+  Attachment a;
+  a.name = "photo-" + std::string(1, digit) + ".jpg";
+  a.media_type = "image/jpeg";
+  a.size = size;
+  a.sha256 = std::string(64, digit);
+  char chunk_digit = '0';
+  for (const std::uint64_t chunk : attachment_chunk_sizes(size))
+    a.chunks.push_back({std::string(64, chunk_digit++), chunk});
+  return a;
+}
+
+TEST(Outbox, MessageAttachmentsRoundTripInOrder) {
+  OutboxUpload u = sample_upload();
+  u.items[0].message->attachments = {photo(kAttachmentChunkSize + 1, 'b'), photo(12, 'c')};
+  u.items[0].message->attachments[1].media_type = "";
+  const std::string text = to_json(u);
+  std::string why;
+  auto parsed = parse_outbox_upload(text, &why);
+  ASSERT_TRUE(parsed) << why;
+  const OutboxItem& back = parsed.value().items[0];
+  EXPECT_EQ(back.invalid, "");
+  ASSERT_TRUE(back.message);
+  EXPECT_EQ(back.message->attachments, u.items[0].message->attachments);
+  ASSERT_EQ(back.message->attachments.size(), 2u);
+  EXPECT_EQ(back.message->attachments[0].chunks.size(), 2u);
+  EXPECT_EQ(back.message->attachments[0].name, "photo-b.jpg");
+}
+
+TEST(Outbox, MessageWithoutAttachmentsWritesNoKey) {
+  const std::string text = to_json(sample_upload());
+  EXPECT_EQ(text.find("attachments"), std::string::npos) << text;
+  for (const std::string& none : {std::string("[]"), std::string("null")}) {
+    const OutboxItem it = only_item(message_with_attachments(none));
+    EXPECT_EQ(it.invalid, "") << none;
+    ASSERT_TRUE(it.message) << none;
+    EXPECT_TRUE(it.message->attachments.empty()) << none;
+  }
+}
+
+TEST(Outbox, AnAttachmentProblemMarksTheItemInvalid) {
+  struct Case {
+    std::string list;
+    std::string mentions;
+  };
+  const std::size_t mib = kAttachmentChunkSize;
+  const std::string one = "[" + chunk_json('1', 10) + "]";
+  const Case cases[] = {
+      {"[" + attachment_json("..", 10, one) + "]", "name"},
+      {"[" + attachment_json("a/b", 10, one) + "]", "name"},
+      {"[" + attachment_json("a\\\\b", 10, one) + "]", "name"},
+      {"[" + attachment_json("tab\\tname", 10, one) + "]", "name"},
+      {"[" + attachment_json(std::string(kMaxAttachmentName + 1, 'n'), 10, one) + "]", "name"},
+      {"[" + attachment_json("big.bin", kMaxAttachmentSize + 1, "[]") + "]",
+       "\"big.bin\" is 4194305 bytes"},
+      {"[" + attachment_json("sum.bin", 11, one) + "]", "\"sum.bin\": its chunks add up to 10"},
+      {"[" +
+           attachment_json("empty.bin", 10,
+                           "[" + chunk_json('1', 10) + "," + chunk_json('2', 0) + "]") +
+           "]",
+       "chunk 2 is empty"},
+      {"[" + attachment_json("over.bin", mib + 1, "[" + chunk_json('1', mib + 1) + "]") + "]",
+       "\"over.bin\": chunk 1"},
+      {"[" + attachment_json("hex.bin", 10, R"([{"sha256":"xyz","size":10}])") + "]", "sha256"},
+      {"[" + attachment_json("x.bin", 10, one, R"(,"owner":"ben")") + "]", "owner"},
+      {"[" + attachment_json("x.bin", 10, "[" + chunk_json('1', 10) + "]") + ",7]", "attachment 2"},
+      {"[" + attachment_json("x.bin", -1, one) + "]", "size"},
+      {R"([{"media_type":"image/jpeg","size":10,"sha256":")" + std::string(64, 'a') +
+           R"(","chunks":)" + one + "}]",
+       "name"},
+      {R"({"name":"x"})", "attachments"},
+  };
+  for (const Case& c : cases) {
+    const OutboxItem it = only_item(message_with_attachments(c.list));
+    EXPECT_NE(it.invalid, "") << c.list;
+    EXPECT_NE(it.invalid.find(c.mentions), std::string::npos) << c.list << "\n" << it.invalid;
+    EXPECT_NE(it.invalid.find("item 1"), std::string::npos) << it.invalid;
+    EXPECT_FALSE(it.message) << c.list;
+  }
+}
+
+TEST(Outbox, AtMostKMaxAttachmentsPerMessage) {
+  std::string list;
+  for (std::size_t i = 0; i < kMaxAttachments; ++i)
+    list += std::string(i ? "," : "") +
+            attachment_json("f" + std::to_string(i), 10, "[" + chunk_json('1', 10) + "]");
+  const OutboxItem full = only_item(message_with_attachments("[" + list + "]"));
+  EXPECT_EQ(full.invalid, "");
+  ASSERT_TRUE(full.message);
+  EXPECT_EQ(full.message->attachments.size(), kMaxAttachments);
+  list += "," + attachment_json("f", 10, "[" + chunk_json('1', 10) + "]");
+  const OutboxItem over = only_item(message_with_attachments("[" + list + "]"));
+  EXPECT_NE(over.invalid.find("attachments"), std::string::npos) << over.invalid;
+  EXPECT_FALSE(over.message);
 }
 
 TEST(Outbox, AnswerRoundTrips) {

@@ -7,7 +7,9 @@
 #include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
 
+#include "kaban/crypto/sha256.hpp"
 #include "kaban/crypto/x509.hpp"
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/messages.hpp"
 #include "kaban/protocol/outbox.hpp"
@@ -88,6 +90,57 @@ class ApiTest : public ::testing::Test {
     return api_->handle(req);
   }
 
+  HttpResponse put(const crypto::Bytes& certificate, const std::string& path, std::string body,
+                   Api* api = nullptr) {
+    HttpRequest req;
+    req.method = "PUT";
+    req.path = path;
+    req.target = path;
+    req.content_type = "application/octet-stream";
+    req.body = std::move(body);
+    req.peer_address = "127.0.0.1";
+    req.client_certificate = certificate;
+    return (api ? *api : *api_).handle(req);
+  }
+
+  // PUT /v1/chunks/<its hash> of `bytes`.
+  HttpResponse put_chunk(const crypto::Bytes& certificate, const std::string& bytes,
+                         Api* api = nullptr) {
+    return put(certificate, "/v1/chunks/" + hash_of(bytes), bytes, api);
+  }
+
+  static std::string hash_of(const std::string& bytes) {
+    return crypto::to_hex(crypto::sha256(crypto::as_bytes(bytes)));
+  }
+
+  // A one-chunk attachment of `bytes`.
+  static protocol::Attachment attachment(std::string name, const std::string& bytes) {
+    protocol::Attachment a;
+    a.name = std::move(name);
+    a.media_type = "text/plain";
+    a.size = bytes.size();
+    a.sha256 = hash_of(bytes);
+    a.chunks.push_back({hash_of(bytes), bytes.size()});
+    return a;
+  }
+
+  // Posts one message with `attachments` to `channel` from `certificate`'s device; its result.
+  protocol::OutboxResult post_message(const crypto::Bytes& certificate, std::int64_t seq,
+                                      const std::string& channel,
+                                      std::vector<protocol::Attachment> attachments) {
+    protocol::OutboxUpload upload;
+    upload.items.push_back(message(seq, "see attached"));
+    upload.items[0].message->channel = channel;
+    upload.items[0].message->attachments = std::move(attachments);
+    HttpResponse r = post(certificate, "/v1/outbox", protocol::to_json(upload));
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto answer = protocol::parse_outbox_answer(r.body);
+    EXPECT_TRUE(answer) << r.body;
+    if (!answer || answer.value().results.size() != 1)
+      return {};
+    return answer.value().results[0];
+  }
+
   // GET through handle_async(): the answer, whenever it comes.
   std::future<HttpResponse> get_async(const crypto::Bytes& certificate, const std::string& path,
                                       std::map<std::string, std::string> query) {
@@ -131,7 +184,7 @@ class ApiTest : public ::testing::Test {
     item.seq = seq;
     item.kind = "message";
     item.message = protocol::NewMessage{"team-a", std::move(body), protocol::Priority::normal,
-                                        false, 1'800'000'000};
+                                        false,    1'800'000'000,   {}};
     return item;
   }
 
@@ -289,6 +342,141 @@ TEST_F(ApiTest, AWaitingInboxRequestEndsEmptyAtItsDeadlineOrWhenTheServerStops) 
   // After stopping, a waiting request is answered at once.
   auto late = get_async(bob_, "/v1/inbox", {{"cursor", cursor}, {"wait", "60"}});
   ASSERT_EQ(late.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+}
+
+TEST_F(ApiTest, AChunkIsUploadedOnceAndKeptUnderItsHash) {
+  const std::string bytes = "a photo of the shelter door";
+  HttpResponse r = put_chunk(alice_, bytes);
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.body, R"({"stored":true})");
+  EXPECT_EQ(r.log_endpoint, "PUT /v1/chunks/:hash");
+  EXPECT_EQ(r.log_device.size(), 64u);
+  const std::string hash = hash_of(bytes);
+  const auto path = tmp_.path() / kChunksDir / hash.substr(0, 2) / hash;
+  const auto stored = kaban::testing::read_file(path);
+  EXPECT_EQ(std::string(stored.begin(), stored.end()), bytes);
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM uploaded_chunks").getInt(), 1);
+
+  // Again, from this device or another: held already.
+  r = put_chunk(alice_, bytes);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, R"({"stored":false})");
+  r = put_chunk(bob_, bytes);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM uploaded_chunks").getInt(), 1);
+}
+
+TEST_F(ApiTest, AChunkWhoseBytesDoNotMatchItsNameOrThatIsEmptyIsRefused) {
+  const std::string claimed = hash_of("what the device meant to send");
+  const std::string sent = "what arrived";
+  HttpResponse r = put(alice_, "/v1/chunks/" + claimed, sent);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(error_code(r), "chunk_mismatch");
+  EXPECT_NE(r.body.find(claimed.substr(0, 12)), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(hash_of(sent).substr(0, 12)), std::string::npos) << r.body;
+
+  r = put(alice_, "/v1/chunks/" + hash_of(""), "");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(error_code(r), "bad_request");
+  r = put(alice_, "/v1/chunks/NOT-A-HASH", "x");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(put({}, "/v1/chunks/" + hash_of("x"), "x").status, 401);
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM uploaded_chunks").getInt(), 0);
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() / kChunksDir / claimed.substr(0, 2) / claimed));
+
+  // Over a chunk's size: refused before the body is read, and again if it got through.
+  const std::string big(protocol::kAttachmentChunkSize + 1, 'b');
+  r = put_chunk(alice_, big);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(error_code(r), "too_large");
+  EXPECT_EQ(put_chunk(alice_, std::string(protocol::kAttachmentChunkSize, 'b')).status, 201);
+}
+
+TEST_F(ApiTest, ChunksTakeGetAndPutWithTheirOwnLimits) {
+  HttpRequest head;
+  head.path = "/v1/chunks/" + hash_of("x");
+  HttpResponse refusal;
+  head.method = "PUT";
+  EXPECT_EQ(api_->body_limit(head, refusal), protocol::kAttachmentChunkSize);
+  head.method = "GET";
+  EXPECT_EQ(api_->body_limit(head, refusal), 0u);
+  for (const char* method : {"POST", "DELETE", "PATCH"}) {
+    head.method = method;
+    refusal = {};
+    EXPECT_FALSE(api_->body_limit(head, refusal)) << method;
+    EXPECT_EQ(refusal.status, 405) << method;
+    EXPECT_EQ(error_code(refusal), "method_not_allowed");
+    EXPECT_NE(refusal.body.find("PUT"), std::string::npos) << refusal.body;
+  }
+}
+
+TEST_F(ApiTest, UploadsPastTheQuotaWaitForTheMessagesThatUseThem) {
+  ApiConfig config;
+  config.upload_quota_bytes = 20;
+  Api small(tmp_.path(), *identity_, config);
+  const std::string first(12, '1');
+  const std::string second(12, '2');
+  ASSERT_EQ(put_chunk(alice_, first, &small).status, 201);
+  HttpResponse r = put_chunk(alice_, second, &small);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(error_code(r), "upload_quota");
+  EXPECT_NE(r.body.find("Send the messages that use them first"), std::string::npos) << r.body;
+  // Bob has a quota of his own.
+  EXPECT_EQ(put_chunk(bob_, second, &small).status, 201);
+
+  // Once a message uses the first, Alice has room again.
+  const auto sent = post_message(alice_, 1, "team-a", {attachment("one.txt", first)});
+  EXPECT_EQ(sent.status, protocol::OutboxStatus::accepted) << sent.code << ": " << sent.reason;
+  EXPECT_EQ(put_chunk(alice_, std::string(12, '3'), &small).status, 201);
+}
+
+TEST_F(ApiTest, AttachmentChunksReachWhoMayReadTheMessageOnly) {
+  Directory directory(*db_);
+  ASSERT_TRUE(directory.add_user("carol", "Carol Chiba", kNow));
+  const crypto::Bytes carol = enroll("carol");
+  const std::string bytes = "the evacuation map";
+  const std::string path = "/v1/chunks/" + hash_of(bytes);
+  ASSERT_EQ(put_chunk(alice_, bytes).status, 201);
+  // The uploader's device may fetch it back; nobody else yet.
+  HttpResponse r = get(alice_, path);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, bytes);
+  EXPECT_EQ(r.content_type, "application/octet-stream");
+  EXPECT_EQ(r.headers["Cache-Control"], "private, max-age=31536000, immutable");
+  EXPECT_EQ(r.headers["ETag"], "\"" + hash_of(bytes) + "\"");
+  EXPECT_EQ(get(bob_, path).status, 404);
+
+  // A message naming a chunk never uploaded is refused.
+  const auto missing = post_message(alice_, 1, "team-a", {attachment("gone.txt", "not here")});
+  EXPECT_EQ(missing.status, protocol::OutboxStatus::rejected);
+  EXPECT_EQ(missing.code, "attachment_missing");
+  EXPECT_NE(missing.reason.find("\"gone.txt\""), std::string::npos) << missing.reason;
+
+  const std::string bob_cursor = caught_up(bob_);
+  const auto sent = post_message(alice_, 2, "team-a", {attachment("map.txt", bytes)});
+  ASSERT_EQ(sent.status, protocol::OutboxStatus::accepted) << sent.code << ": " << sent.reason;
+  r = get(bob_, path);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, bytes);
+  r = get(carol, path);
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(error_code(r), "chunk_not_found");
+
+  // Bob's inbox carries the attachment as sent.
+  auto page = protocol::parse_inbox_response(get(bob_, "/v1/inbox", {{"cursor", bob_cursor}}).body);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page.value().changes.size(), 1u);
+  ASSERT_TRUE(page.value().changes[0].message);
+  EXPECT_EQ(page.value().changes[0].message->attachments,
+            std::vector<protocol::Attachment>{attachment("map.txt", bytes)});
+
+  // Someone else's direct conversation stays closed to Carol.
+  const std::string note = "for bob only";
+  ASSERT_EQ(put_chunk(alice_, note).status, 201);
+  const auto direct = post_message(alice_, 3, "dm:alice:bob", {attachment("note.txt", note)});
+  ASSERT_EQ(direct.status, protocol::OutboxStatus::accepted) << direct.reason;
+  EXPECT_EQ(get(bob_, "/v1/chunks/" + hash_of(note)).status, 200);
+  EXPECT_EQ(get(carol, "/v1/chunks/" + hash_of(note)).status, 404);
 }
 
 }  // namespace

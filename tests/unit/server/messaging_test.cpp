@@ -6,6 +6,7 @@
 #include <SQLiteCpp/Transaction.h>
 #include <gtest/gtest.h>
 
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/channel.hpp"
 #include "kaban/protocol/xapi.hpp"
 #include "kaban/schema/migrations.hpp"
@@ -37,8 +38,8 @@ OutboxItem message_item(std::int64_t seq, std::string channel, std::string body,
   item.id = protocol::new_uuid();
   item.seq = seq;
   item.kind = "message";
-  item.message = protocol::NewMessage{std::move(channel), std::move(body), priority, require_ack,
-                                      1'799'999'000};
+  item.message = protocol::NewMessage{std::move(channel), std::move(body), priority,
+                                      require_ack,        1'799'999'000,   {}};
   return item;
 }
 
@@ -82,6 +83,30 @@ OutboxItem statement_item(std::int64_t seq, const protocol::xapi::NewStatement& 
   item.seq = seq;
   item.kind = "statement";
   item.statement = protocol::xapi::make_statement(s);
+  return item;
+}
+
+constexpr std::uint64_t kMiB = protocol::kAttachmentChunkSize;
+constexpr std::uint64_t kQuota = 64 * kMiB;
+
+// A well-formed attachment of `size` bytes whose chunk hashes are `tag` repeated with the chunk
+// index (the server never sees the bytes here, only hashes and sizes).
+protocol::Attachment attachment(std::string name, std::uint64_t size, char tag) {
+  protocol::Attachment a;
+  a.name = std::move(name);
+  a.media_type = "image/jpeg";
+  a.size = size;
+  a.sha256 = std::string(64, tag);
+  char index = '0';
+  for (const std::uint64_t chunk : protocol::attachment_chunk_sizes(size))
+    a.chunks.push_back({std::string(63, tag) + index++, chunk});
+  return a;
+}
+
+OutboxItem message_with(std::int64_t seq, std::string channel, std::string body,
+                        std::vector<protocol::Attachment> attachments) {
+  OutboxItem item = message_item(seq, std::move(channel), std::move(body));
+  item.message->attachments = std::move(attachments);
   return item;
 }
 
@@ -218,6 +243,24 @@ class MessagingTest : public ::testing::Test {
     return posted ? posted.value().id : "";
   }
 
+  // Uploads every chunk of `a` from `device` (claim, then record, as PUT /v1/chunks does).
+  void upload_chunks(const char* device, const protocol::Attachment& a, UnixTime at = kNow) {
+    for (const protocol::ChunkRef& c : a.chunks) {
+      auto claimed = messaging_->claim_upload(device, c.sha256, c.size, kQuota, at);
+      ASSERT_TRUE(claimed);
+      ASSERT_EQ(claimed.value().status, UploadStatus::needed);
+      auto recorded = messaging_->record_upload(device, c.sha256, c.size, kQuota, at);
+      ASSERT_TRUE(recorded);
+      ASSERT_EQ(recorded.value().status, UploadStatus::recorded);
+    }
+  }
+
+  bool visible(const std::string& login, const std::string& device, const std::string& hash) {
+    auto v = messaging_->attachment_chunk_visible(login, device, hash);
+    EXPECT_TRUE(v);
+    return v && v.value();
+  }
+
   TempDir tmp_;
   std::unique_ptr<SQLite::Database> db_;
   std::unique_ptr<Messaging> messaging_;
@@ -233,7 +276,7 @@ TEST(MessagingSchema, ADatabaseFromBeforeMessagesGetsTheMessageLane) {
   }
   auto db = open_database(tmp.path());
   ASSERT_TRUE(db);
-  EXPECT_EQ(db.value()->execAndGet("PRAGMA user_version").getInt(), 2);
+  EXPECT_EQ(db.value()->execAndGet("PRAGMA user_version").getInt(), 3);
   Messaging messaging(*db.value());
   auto channels = messaging.list_channels();
   ASSERT_TRUE(channels);
@@ -743,6 +786,182 @@ TEST_F(MessagingTest, AnnouncementsToAGroupReachItsMembersOnly) {
   auto no_senders = messaging_->remove_senders("day", std::vector<std::string>{"bob"}, kNow, why);
   ASSERT_FALSE(no_senders);
   EXPECT_EQ(no_senders.error(), errc::no_such_channel);
+}
+
+TEST_F(MessagingTest, AMessageWithAttachmentsIsAcceptedWhenItsChunksAreHeldAndReadInOrder) {
+  group("team-a", {"alice", "bob"});
+  const protocol::Attachment photo = attachment("site.jpg", 2 * kMiB + 5, 'a');
+  const protocol::Attachment plan = attachment("plan.pdf", 70, 'b');
+  upload_chunks(kAliceLaptop, photo);
+  // A course chunk of the right size counts as held too.
+  db_->exec("INSERT INTO chunks(hash, size) VALUES ('" + plan.chunks[0].sha256 + "', 70)");
+  const std::int64_t bob_cursor = latest();
+  accepted(kAliceLaptop, "alice", message_with(1, "team-a", "see attached", {photo, plan}));
+  EXPECT_EQ(count("message_attachments"), 2);
+  EXPECT_EQ(count("attachment_chunks"), 4);
+
+  // A plain message between, and another with one attachment: each message its own list.
+  const protocol::Attachment again = attachment("site-2.jpg", 10, 'c');
+  upload_chunks(kAlicePhone, again);
+  accepted(kAliceLaptop, "alice", message_item(2, "team-a", "no files"));
+  accepted(kAliceLaptop, "alice", message_with(3, "team-a", "one more", {again}));
+
+  const auto got = messages(feed("bob", bob_cursor));
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].attachments, (std::vector<protocol::Attachment>{photo, plan}));
+  EXPECT_TRUE(got[1].attachments.empty());
+  EXPECT_EQ(got[2].attachments, std::vector<protocol::Attachment>{again});
+  // Small pages carry them too (one query per page, whatever is on it).
+  const auto paged = messages(feed("bob", bob_cursor, 1));
+  ASSERT_EQ(paged.size(), 3u);
+  EXPECT_EQ(paged[0].attachments, got[0].attachments);
+  EXPECT_EQ(paged[2].attachments, got[2].attachments);
+}
+
+TEST_F(MessagingTest, AnAttachmentWhoseChunksAreNotHeldIsRejectedAndLeavesNothing) {
+  group("team-a", {"alice", "bob"});
+  const protocol::Attachment photo = attachment("site.jpg", kMiB + 1, 'a');
+  // Only the first chunk arrived.
+  ASSERT_TRUE(messaging_->claim_upload(kAliceLaptop, photo.chunks[0].sha256, kMiB, kQuota, kNow));
+  ASSERT_TRUE(messaging_->record_upload(kAliceLaptop, photo.chunks[0].sha256, kMiB, kQuota, kNow));
+  std::string reason = rejected(kAliceLaptop, "alice", message_with(1, "team-a", "x", {photo}),
+                                "attachment_missing");
+  EXPECT_NE(reason.find("\"site.jpg\""), std::string::npos) << reason;
+  EXPECT_NE(reason.find("chunk 2 of 2"), std::string::npos) << reason;
+
+  // Held, but with another size than the attachment names.
+  protocol::Attachment lying = attachment("small.txt", 10, 'd');
+  upload_chunks(kAliceLaptop, lying);
+  lying.chunks[0].size = 11;
+  lying.size = 11;
+  rejected(kAliceLaptop, "alice", message_with(2, "team-a", "x", {lying}), "attachment_missing");
+
+  // A first direct message whose attachment is missing opens no conversation.
+  rejected(kAliceLaptop, "alice", message_with(3, "dm:alice:bob", "x", {photo}),
+           "attachment_missing");
+  EXPECT_EQ(count("channels", "kind = 'direct'"), 0);
+  EXPECT_EQ(count("messages"), 0);
+  EXPECT_EQ(count("message_attachments"), 0);
+  EXPECT_EQ(count("attachment_chunks"), 0);
+}
+
+TEST_F(MessagingTest, TheServerChecksAttachmentsAgainWhateverTheParserLetThrough) {
+  group("team-a", {"alice"});
+  protocol::Attachment bad = attachment("site.jpg", 2 * kMiB, 'a');
+  upload_chunks(kAliceLaptop, bad);
+  bad.size = 2 * kMiB + 1;  // the chunks no longer add up
+  std::string reason =
+      rejected(kAliceLaptop, "alice", message_with(1, "team-a", "x", {bad}), "malformed");
+  EXPECT_NE(reason.find("add up"), std::string::npos) << reason;
+  protocol::Attachment escape = attachment("../etc/passwd", 10, 'e');
+  upload_chunks(kAliceLaptop, escape);
+  rejected(kAliceLaptop, "alice", message_with(2, "team-a", "x", {escape}), "malformed");
+  const protocol::Attachment ok = attachment("ok.txt", 10, 'f');
+  upload_chunks(kAliceLaptop, ok);
+  reason = rejected(kAliceLaptop, "alice",
+                    message_with(3, "team-a", "x", std::vector<protocol::Attachment>(5, ok)),
+                    "malformed");
+  EXPECT_NE(reason.find("at most 4"), std::string::npos) << reason;
+  EXPECT_EQ(count("messages"), 0);
+}
+
+TEST_F(MessagingTest, AttachmentChunksAreVisibleToWhoMayReadTheMessageAndToTheirUploader) {
+  group("team-a", {"alice", "bob"});
+  const protocol::Attachment photo = attachment("site.jpg", 10, 'a');
+  const std::string& hash = photo.chunks[0].sha256;
+  upload_chunks(kAliceLaptop, photo);
+  // Before any message uses it: only the device that uploaded it.
+  EXPECT_TRUE(visible("alice", kAliceLaptop, hash));
+  EXPECT_FALSE(visible("alice", kAlicePhone, hash));
+  EXPECT_FALSE(visible("bob", kBobPhone, hash));
+
+  accepted(kAliceLaptop, "alice", message_with(1, "team-a", "x", {photo}));
+  EXPECT_TRUE(visible("alice", kAlicePhone, hash));
+  EXPECT_TRUE(visible("bob", kBobPhone, hash));
+  EXPECT_FALSE(visible("carol", kCarolPhone, hash));
+  EXPECT_FALSE(visible("nobody", "zzzz", hash));
+  EXPECT_FALSE(visible("bob", kBobPhone, std::string(64, '9')));
+
+  // A direct conversation: its two people only.
+  const protocol::Attachment note = attachment("note.txt", 20, 'b');
+  upload_chunks(kAlicePhone, note);
+  accepted(kAlicePhone, "alice", message_with(1, "dm:alice:bob", "for you", {note}));
+  EXPECT_TRUE(visible("bob", kBobPhone, note.chunks[0].sha256));
+  EXPECT_FALSE(visible("carol", kCarolPhone, note.chunks[0].sha256));
+
+  // A removed member stops seeing them, as they stop seeing the message.
+  std::string why;
+  ASSERT_TRUE(messaging_->remove_members("team-a", std::vector<std::string>{"bob"}, kNow, why));
+  EXPECT_FALSE(visible("bob", kBobPhone, hash));
+}
+
+TEST_F(MessagingTest, UploadsCountAgainstTheQuotaUntilAMessageUsesThem) {
+  group("team-a", {"alice"});
+  const std::uint64_t quota = 3 * kMiB;
+  const protocol::Attachment big = attachment("big.bin", 3 * kMiB, 'a');
+  for (const auto& c : big.chunks) {
+    ASSERT_EQ(messaging_->claim_upload(kAliceLaptop, c.sha256, c.size, quota, kNow).value().status,
+              UploadStatus::needed);
+    ASSERT_EQ(messaging_->record_upload(kAliceLaptop, c.sha256, c.size, quota, kNow).value().status,
+              UploadStatus::recorded);
+  }
+  const std::string next(64, '7');
+  auto refused = messaging_->claim_upload(kAliceLaptop, next, 1, quota, kNow);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused.value().status, UploadStatus::over_quota);
+  EXPECT_EQ(refused.value().pending_bytes, 3 * kMiB);
+  // Another device has a quota of its own; what is held already is never refused.
+  EXPECT_EQ(messaging_->claim_upload(kAlicePhone, next, 1, quota, kNow).value().status,
+            UploadStatus::needed);
+  EXPECT_EQ(messaging_->claim_upload(kAliceLaptop, big.chunks[0].sha256, kMiB, quota, kNow)
+                .value()
+                .status,
+            UploadStatus::held);
+  // Step two decides again: over the quota, nothing is recorded.
+  EXPECT_EQ(messaging_->record_upload(kAliceLaptop, next, 1, quota, kNow).value().status,
+            UploadStatus::over_quota);
+  EXPECT_EQ(count("uploaded_chunks"), 3);
+
+  accepted(kAliceLaptop, "alice", message_with(1, "team-a", "sent", {big}));
+  auto room = messaging_->claim_upload(kAliceLaptop, next, 1, quota, kNow);
+  ASSERT_TRUE(room);
+  EXPECT_EQ(room.value().status, UploadStatus::needed);
+  EXPECT_EQ(room.value().pending_bytes, 0u);
+}
+
+TEST_F(MessagingTest, TheSweepForgetsOldUploadsNoMessageUses) {
+  group("team-a", {"alice"});
+  const UnixTime long_ago = kNow - 48h;
+  const protocol::Attachment used = attachment("used.txt", 10, 'a');
+  const protocol::Attachment unused = attachment("unused.txt", 10, 'b');
+  const protocol::Attachment fresh = attachment("fresh.txt", 10, 'c');
+  const protocol::Attachment course = attachment("course.txt", 10, 'd');
+  upload_chunks(kAliceLaptop, used, long_ago);
+  upload_chunks(kAliceLaptop, unused, long_ago);
+  upload_chunks(kAliceLaptop, fresh, kNow);
+  upload_chunks(kAliceLaptop, course, long_ago);
+  db_->exec("INSERT INTO chunks(hash, size) VALUES ('" + course.chunks[0].sha256 + "', 10)");
+  accepted(kAliceLaptop, "alice", message_with(1, "team-a", "x", {used}));
+
+  // Uploaded again (long ago too, but then again now): kept another day.
+  const protocol::Attachment again = attachment("again.txt", 10, 'e');
+  upload_chunks(kAlicePhone, again, long_ago);
+  EXPECT_EQ(messaging_->claim_upload(kAliceLaptop, again.chunks[0].sha256, 10, kQuota, kNow)
+                .value()
+                .status,
+            UploadStatus::held);
+
+  std::vector<std::string> removed;
+  auto swept = messaging_->sweep_uploads(kNow - 24h,
+                                         [&](const std::string& hash) { removed.push_back(hash); });
+  ASSERT_TRUE(swept);
+  EXPECT_EQ(swept.value(), 1u);
+  EXPECT_EQ(removed, std::vector<std::string>{unused.chunks[0].sha256});
+  EXPECT_EQ(count("uploaded_chunks"), 4);
+  EXPECT_EQ(count("uploaded_chunks", "hash = '" + unused.chunks[0].sha256 + "'"), 0);
+  // Forgotten means not held: a message using it now is told so.
+  rejected(kAliceLaptop, "alice", message_with(2, "team-a", "late", {unused}),
+           "attachment_missing");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kaban/agent/attachments.hpp"
 #include "kaban/agent/store.hpp"
 #include "kaban/protocol/channel.hpp"
 #include "kaban/protocol/inbox.hpp"
@@ -49,6 +50,8 @@ struct MessageView {
   bool read = false;   ///< own messages count as read
   std::int64_t read_at = 0;
   std::int64_t acked_at = 0;  ///< 0: not acknowledged
+  /// In the message's order; read them with Attachments::read once `downloaded`.
+  std::vector<AttachmentView> attachments;
 };
 
 struct MessageFilter {
@@ -92,20 +95,27 @@ class Messages {
   /// Every channel on this device, by id, with its count of unread messages.
   Result<std::vector<ChannelInfo>> channels();
 
-  /// Writes a message: stores it as pending and queues its outbox item, in one transaction.
-  /// A direct channel is created locally by its first message; a group or announcement channel
-  /// must be on this device (errc::not_found). errc::invalid_input for an empty body, one over
-  /// protocol::kMaxMessageBody or not is_valid_message_text, or require_ack outside an
-  /// announcement channel; errc::not_allowed for an announcement channel the person may not
-  /// post to. `now` is the message's created_at.
+  /// Writes a message: stores it as pending, with its attachments (cut into chunks, each chunk
+  /// and each whole file hashed), and queues its outbox item, in one transaction. The chunks
+  /// are uploaded by the next sync before the message. A direct channel is created locally by
+  /// its first message; a group or announcement channel must be on this device
+  /// (errc::not_found). errc::invalid_input for an empty body, one over
+  /// protocol::kMaxMessageBody or not is_valid_message_text, require_ack outside an
+  /// announcement channel, more than protocol::kMaxAttachments attachments, one that is empty
+  /// or over protocol::kMaxAttachmentSize, whose name is not is_valid_attachment_name or is
+  /// another's of the same message, or whose media type is not "type/subtype"; errc::not_allowed
+  /// for an announcement channel the person may not post to. `now` is the message's created_at.
   Result<MessageView> send(std::string_view channel_id, std::string_view body,
-                           protocol::Priority priority, bool require_ack, std::int64_t now);
+                           protocol::Priority priority, bool require_ack, std::int64_t now,
+                           std::span<const AttachmentFile> attachments = {});
 
   /// Applies one inbox page in one transaction, and stores `cursor` in the same transaction
   /// unless it is "" (the urgent pass pages without storing). Messages are upserted by id (an
-  /// echo of the person's own message fills in its seq and accepted time); "delivered" receipts
-  /// are queued for new messages of others; a channel change with member=false drops the
-  /// channel and the server's messages in it; read_state marks messages read or acknowledged
+  /// echo of the person's own message fills in its seq and accepted time) with the attachments
+  /// they carry (their chunks are fetched later: Attachments::missing_chunks); "delivered"
+  /// receipts are queued for new messages of others; a channel change with member=false drops
+  /// the channel and the server's messages in it, with their attachments and the attachment
+  /// chunks no other message uses; read_state marks messages read or acknowledged
   /// without queueing anything; statements are stored once by id (see LearningLog). Changes of
   /// kinds this agent does not know, and statements that do not read or are not the person's,
   /// are skipped (counted). `now` is the receipts' time.
@@ -118,7 +128,8 @@ class Messages {
   /// database was restored from a backup). What is held stays; pages are applied idempotently.
   Result<void> reset_inbox_cursor();
 
-  /// Messages by server seq, then the ones the server does not hold yet, in writing order.
+  /// Messages by server seq, then the ones the server does not hold yet, in writing order,
+  /// each with its attachments.
   /// errc::not_found if `filter.channel` is set and neither a channel nor a message on this
   /// device names it.
   Result<std::vector<MessageView>> list(const MessageFilter& filter = {});

@@ -83,9 +83,9 @@ class Outbox {
   Result<OutboxCounts> counts();
 
   /// Removes a rejected item and what it left behind: for a message, the "not sent" message in
-  /// its channel; for a statement, the statement (the server will never hold it). errc::not_found
-  /// if there is no such item; errc::not_allowed if it is still pending (it goes with the next
-  /// sync).
+  /// its channel, with its attachments; for a statement, the statement (the server will never hold
+  /// it). errc::not_found if there is no such item; errc::not_allowed if it is still pending (it
+  /// goes with the next sync).
   Result<void> discard(std::string_view id);
 
  private:

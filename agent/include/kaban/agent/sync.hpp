@@ -50,15 +50,18 @@ struct SyncReport {
   std::size_t statements_received = 0;  ///< learning statements from the person's other devices
   std::size_t outbox_sent = 0;          ///< outbox items the server now holds (deleted here)
   std::size_t outbox_rejected = 0;      ///< outbox items the server refused (kept: `kaban outbox`)
+  std::size_t attachments_fetched = 0;  ///< message attachments now wholly on the device
+  std::uint64_t attachment_bytes_fetched = 0;  ///< bytes of attachment chunks received
   /// False if the server has no message lane (an older server answered 404 for /v1/inbox):
   /// messages wait on the device, courses still sync.
   bool messages_offered = true;
 };
 
 /// One full sync of an enrolled store. Blocks; call from the thread that owns `store`.
-/// In order: check-in; the message lane (urgent inbox pass, outbox upload, inbox pages, then the
-/// receipts those queued); the course feed; chunk downloads, during which a thread of its own
-/// repeats the message lane every message_interval. Store access from the two lanes is
+/// In order: check-in; the message lane (urgent inbox pass, outbox upload with the chunks of
+/// its messages' attachments put first, inbox pages, the attachment chunks the device lacks,
+/// then the receipts those pages queued); the course feed; chunk downloads, during which a thread
+/// of its own repeats the message lane every message_interval. Store access from the two lanes is
 /// serialised by a mutex inside sync; download threads never touch the store. Resumable: chunks
 /// already stored are never fetched again, both cursors move only after their page is
 /// committed, and the outbox keeps every item until the server answered for it. A failure of
@@ -66,7 +69,8 @@ struct SyncReport {
 /// the message lane's error. Fails with errc::not_enrolled, errc::server_unreachable,
 /// errc::server_untrusted, errc::network_failed, errc::server_refused (the device was revoked
 /// or is unknown: `why` has the server's words), errc::bad_response, errc::content_invalid (a
-/// manifest or chunk did not verify, twice), errc::interrupted, or a store error. Whatever was
+/// manifest or chunk did not verify, twice; an attachment chunk that arrives damaged twice
+/// fails the message lane so), errc::interrupted, or a store error. Whatever was
 /// committed before a failure stays.
 Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& why);
 

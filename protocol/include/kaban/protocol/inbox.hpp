@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/channel.hpp"
 #include "kaban/result.hpp"
 
@@ -34,6 +35,7 @@ struct MessageInfo {
   bool require_ack = false;
   std::int64_t created_at = 0;   ///< the sender's device time
   std::int64_t accepted_at = 0;  ///< server time
+  std::vector<Attachment> attachments;  ///< fetch their chunks with GET /v1/chunks/<sha256>
 };
 
 /// The caller's user joined or left a channel, or became or stopped being one of its senders.

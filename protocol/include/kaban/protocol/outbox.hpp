@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/channel.hpp"
 #include "kaban/result.hpp"
 
@@ -27,6 +28,9 @@ struct NewMessage {
   Priority priority = Priority::normal;
   bool require_ack = false;     ///< only on announcement channels
   std::int64_t created_at = 0;  ///< device time, Unix seconds
+  /// At most kMaxAttachments, each check_attachment()-valid; their chunks must have been
+  /// uploaded (PUT /v1/chunks/<sha256>) before this item is sent.
+  std::vector<Attachment> attachments;
 };
 
 /// Kind "receipt": these messages reached the device ("delivered") or the person read them

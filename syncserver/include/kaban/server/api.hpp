@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 
@@ -27,6 +28,13 @@ struct ApiConfig {
   /// that, requests are answered at once and the device asks again).
   std::chrono::milliseconds inbox_poll_interval{250};
   std::size_t max_waiting_requests = 20'000;
+  /// PUT /v1/chunks/<sha256>: the most bytes of uploaded chunks one device may hold that no
+  /// accepted message uses yet (413 upload_quota past it).
+  std::uint64_t upload_quota_bytes = 64 * 1024 * 1024;
+  /// Uploaded chunks no message uses are forgotten (row and file) once this old; a sweep runs
+  /// from an upload at most once per upload_sweep_interval.
+  std::chrono::seconds upload_max_age{24 * 3600};
+  std::chrono::seconds upload_sweep_interval{3600};
 };
 
 /// Answers every /v1 request. handle() and body_limit() may run on any io thread at once: each

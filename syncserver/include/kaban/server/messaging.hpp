@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -85,6 +86,22 @@ struct InboxPage {
   bool more = false;
 };
 
+/// Where a chunk a device uploads (PUT /v1/chunks/<sha256>) stands.
+enum class UploadStatus {
+  held,        ///< the server holds it already (a course chunk, or uploaded before): nothing to do
+  over_quota,  ///< it would take the device's pending uploads past the quota: refuse it
+  needed,      ///< claim_upload: new; write its file, then call record_upload
+  recorded,    ///< record_upload: now held, as this device's upload
+};
+
+/// What claim_upload and record_upload decided.
+struct UploadCheck {
+  UploadStatus status = UploadStatus::held;
+  /// The bytes of the device's uploads that no accepted message uses yet, this chunk not
+  /// counted.
+  std::uint64_t pending_bytes = 0;
+};
+
 /// Messaging over one database connection. Not thread-safe: one Messaging per connection, used
 /// by the connection's thread; the database must outlive it. Every method fails with
 /// errc::storage_failed if SQLite fails, and then changes nothing. Methods taking `why` fill it
@@ -138,7 +155,10 @@ class Messaging {
   /// answered duplicate (or rejected again with its first code and reason); an id or a seq that
   /// matches another item is rejected "id_reused". Rejection codes: malformed, no_such_channel,
   /// no_such_user, not_a_member, not_a_sender, ack_not_allowed, id_reused, not_visible,
-  /// ack_not_required, forged_actor, conflict, out_of_order (docs/errors.md). An item that fails
+  /// ack_not_required, forged_actor, conflict, out_of_order, attachment_missing (docs/errors.md).
+  /// A message's attachments are checked again (protocol::check_attachment) and each of their
+  /// chunks must be held (uploaded, or a course chunk) with the size named; they are stored with
+  /// the message. An item that fails
   /// for a storage reason is rolled back alone and ends the answer there: the results cover the
   /// items before it (the device sends the rest again); errc::storage_failed if that is none.
   Result<protocol::OutboxAnswer> apply_outbox(std::string_view device_id, std::string_view login,
@@ -152,9 +172,36 @@ class Messaging {
   /// membership also reports its announce:GROUP channel, under the same sequence), the user's
   /// read and acknowledgement marks, and the user's statements. Changes of one sequence are
   /// never split across pages. With InboxScope::urgent_only, only messages of priority urgent
-  /// or emergency. Nothing for an unknown login.
+  /// or emergency. Messages carry their attachments in order. Nothing for an unknown login.
   Result<InboxPage> inbox_since(std::string_view login, std::int64_t after_seq, int limit,
                                 InboxScope scope);
+
+  /// Chunk uploads, step one: whether a device may upload the chunk `hash` of `size` bytes
+  /// (the caller has checked that its bytes hash to `hash`). held: the server has it already
+  /// (an upload's time is refreshed, so the sweep keeps it another day); over_quota: the
+  /// device's uploads that no accepted message uses would pass `quota_bytes` with it; needed:
+  /// store the file (detail::store_chunk), then call record_upload. One write transaction.
+  Result<UploadCheck> claim_upload(std::string_view device_id, std::string_view hash,
+                                   std::uint64_t size, std::uint64_t quota_bytes, UnixTime now);
+  /// Chunk uploads, step two, once the file is stored: decides again in its own write
+  /// transaction (another request may have come first) and records the chunk as `device_id`'s
+  /// upload: recorded, or held or over_quota as claim_upload says (the file then stays, unnamed
+  /// by any row, which is harmless).
+  Result<UploadCheck> record_upload(std::string_view device_id, std::string_view hash,
+                                    std::uint64_t size, std::uint64_t quota_bytes, UnixTime now);
+
+  /// True if `hash` is a chunk of an attachment of a message `login` may read now (the rule of
+  /// inbox_since), or a chunk `device_id` uploaded. False for an unknown hash, login or device.
+  /// Course chunks are Catalog::chunk_visible's.
+  Result<bool> attachment_chunk_visible(std::string_view login, std::string_view device_id,
+                                        std::string_view hash);
+
+  /// Forgets every upload older than `uploaded_before` that no message uses and that is not a
+  /// course chunk: deletes its row and calls `remove_file(hash)` for it, inside the write
+  /// transaction (so a new upload of the same bytes waits and then stores its file anew).
+  /// Returns how many were forgotten.
+  Result<std::size_t> sweep_uploads(
+      UnixTime uploaded_before, const std::function<void(const std::string& hash)>& remove_file);
 
   /// The latest inbox sequence handed out (0 before the first change). One indexed read:
   /// cheap enough to poll.

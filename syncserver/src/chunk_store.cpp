@@ -1,0 +1,85 @@
+#include "chunk_store.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include "kaban/crypto/random.hpp"
+#include "kaban/server/data_dir.hpp"
+
+namespace kaban::server::detail {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::size_t kFanOutDigits = 2;  // chunks/ab/abcd...: at most 256 subdirectories
+constexpr std::size_t kTempSuffixBytes = 8;
+constexpr mode_t kChunkDirMode = 0700;
+constexpr mode_t kChunkFileMode = 0600;
+
+std::error_code os_error() {
+  return {errno, std::generic_category()};
+}
+
+Result<void> write_all(int fd, crypto::ByteView data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return os_error();
+    done += static_cast<std::size_t>(n);
+  }
+  return ok();
+}
+
+}  // namespace
+
+FileDescriptor::~FileDescriptor() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+int FileDescriptor::close() {
+  return ::close(std::exchange(fd_, -1));
+}
+
+fs::path chunk_path(const fs::path& data_dir, std::string_view hash) {
+  return data_dir / kChunksDir / std::string(hash.substr(0, kFanOutDigits)) / std::string(hash);
+}
+
+Result<void> store_chunk(const fs::path& path, crypto::ByteView data) {
+  std::error_code ec;
+  if (fs::file_size(path, ec) == data.size() && !ec)
+    return ok();
+  if (::mkdir(path.parent_path().c_str(), kChunkDirMode) != 0 && errno != EEXIST)
+    return os_error();
+  const fs::path temp =
+      path.parent_path() / ("." + path.filename().string() + "." +
+                            crypto::to_hex(crypto::random_bytes(kTempSuffixBytes)) + ".tmp");
+  FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kChunkFileMode));
+  if (fd.get() < 0)
+    return os_error();
+  auto written = write_all(fd.get(), data);
+  if (written && ::fsync(fd.get()) != 0)
+    written = os_error();
+  if (written && fd.close() != 0)
+    written = os_error();
+  if (written && ::rename(temp.c_str(), path.c_str()) != 0)
+    written = os_error();
+  if (!written)
+    ::unlink(temp.c_str());
+  return written;
+}
+
+Result<void> sync_directory(const fs::path& dir) {
+  FileDescriptor fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || ::fsync(fd.get()) != 0)
+    return os_error();
+  return ok();
+}
+
+}  // namespace kaban::server::detail

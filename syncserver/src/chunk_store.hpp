@@ -1,0 +1,43 @@
+// The chunks/ directory of the data directory: where course chunks (Catalog::publish) and
+// attachment chunks devices upload (PUT /v1/chunks/<sha256>) are kept, one file per SHA-256.
+// Private to kaban::server. Safe to call from several threads and processes at once: a file
+// appears under its name only complete.
+#pragma once
+
+#include <filesystem>
+#include <string_view>
+#include <utility>
+
+#include "kaban/crypto/bytes.hpp"
+#include "kaban/result.hpp"
+
+namespace kaban::server::detail {
+
+/// DIR/chunks/ab/<hash> for a hash of 64 lower-case hex digits.
+std::filesystem::path chunk_path(const std::filesystem::path& data_dir, std::string_view hash);
+
+/// Writes `data` to `path` under a temporary name in its directory, syncs it, then renames it:
+/// a chunk file is either complete or not there, so its name always matches its content, and
+/// one already there of the right size is kept as it is. Makes the fan-out directory if needed.
+/// The rename is durable only once the caller has synced the directory (sync_directory). Fails
+/// with the OS error; nothing is left behind then.
+Result<void> store_chunk(const std::filesystem::path& path, crypto::ByteView data);
+
+/// fsync()s a directory, making the renames in it durable.
+Result<void> sync_directory(const std::filesystem::path& dir);
+
+/// Owns a file descriptor; close() reports write-back errors that the destructor would swallow.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  ~FileDescriptor();
+  int get() const { return fd_; }
+  int close();
+
+ private:
+  int fd_;
+};
+
+}  // namespace kaban::server::detail
