@@ -1,7 +1,6 @@
 #include "kaban/agent/attachments.hpp"
 
 #include <set>
-#include <unordered_set>
 
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Exception.h>
@@ -9,6 +8,7 @@
 #include <SQLiteCpp/Transaction.h>
 
 #include "attachment_rows.hpp"
+#include "chunk_rows.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/sha256.hpp"
 
@@ -247,16 +247,7 @@ Result<std::vector<protocol::ChunkRef>> Attachments::missing_chunks() {
       WHERE NOT EXISTS (SELECT 1 FROM attachment_chunks c WHERE c.hash = r.hash)
       ORDER BY m.seq IS NULL, m.seq, m.rowid, r.ordinal, r.position
     )sql");
-    std::vector<protocol::ChunkRef> missing;
-    std::unordered_set<std::string> seen;
-    while (query.executeStep()) {
-      std::string hash = query.getColumn(0).getString();
-      if (!seen.insert(hash).second)
-        continue;
-      missing.push_back(
-          {std::move(hash), static_cast<std::uint64_t>(query.getColumn(1).getInt64())});
-    }
-    return missing;
+    return detail::distinct_chunks(query);
   } catch (const SQLite::Exception& e) {
     return store_error_code(e);
   }

@@ -10,6 +10,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "chunk_rows.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/sha256.hpp"
 
@@ -208,16 +209,7 @@ Result<std::vector<protocol::ChunkRef>> Library::missing_chunks() {
       WHERE cv.complete = 0 AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = vc.hash)
       ORDER BY vc.course_id, vc.version, vc.ordinal
     )sql");
-    std::vector<protocol::ChunkRef> missing;
-    std::unordered_set<std::string> seen;
-    while (query.executeStep()) {
-      std::string hash = query.getColumn(0).getString();
-      if (!seen.insert(hash).second)
-        continue;
-      missing.push_back(
-          {std::move(hash), static_cast<std::uint64_t>(query.getColumn(1).getInt64())});
-    }
-    return missing;
+    return detail::distinct_chunks(query);
   } catch (const SQLite::Exception& e) {
     return store_error_code(e);
   }

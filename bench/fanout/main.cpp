@@ -62,6 +62,7 @@
 #include "kaban/server/directory.hpp"
 #include "kaban/server/http_server.hpp"
 #include "kaban/server/messaging.hpp"
+#include "temp_dir.hpp"
 
 namespace {
 
@@ -94,31 +95,6 @@ class BenchError : public std::runtime_error {
 std::string message_of(const std::error_code& ec) {
   return ec.message();
 }
-
-/// A directory of its own for one run (mkdtemp under $TMPDIR or /tmp), removed with everything
-/// in it when the run is over.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
-                          "/kaban-bench-fanout-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::system_error(errno, std::generic_category(), "mkdtemp " + pattern);
-    }
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const noexcept { return path_; }
-
- private:
-  fs::path path_;
-};
 
 struct Options {
   int users = 10'000;
@@ -876,7 +852,7 @@ int run(int argc, char** argv) {
   }
   ensure_descriptors(options.devices);
 
-  const TempDir dir;
+  const kaban::bench::TempDir dir("fanout");
   std::cerr << "setup: " << options.users << " users, " << options.devices
             << " devices, server data in " << dir.path().string() << std::endl;
   KabanSide kaban(dir.path() / "server", options);

@@ -31,6 +31,7 @@
 
 #include "kaban/crypto/secret_key.hpp"
 #include "kaban/crypto/vfs.hpp"
+#include "temp_dir.hpp"
 #include "workload.hpp"
 
 namespace {
@@ -56,31 +57,6 @@ const char* name_of(Engine e) {
   }
   return "?";
 }
-
-/// A directory of its own for one run (mkdtemp under $TMPDIR or /tmp), removed with everything
-/// in it when the run is over.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern =
-        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/kaban-bench-store-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::system_error(errno, std::generic_category(), "mkdtemp " + pattern);
-    }
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const noexcept { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // ---- The three engines --------------------------------------------------------------------
 
@@ -281,7 +257,7 @@ int run(int argc, char** argv) {
     for (std::size_t i = 0; i < kEngines.size(); ++i) {
       // Rotate the order each round so no engine always runs first (or right after another).
       const Engine engine = kEngines[(i + static_cast<std::size_t>(round)) % kEngines.size()];
-      const TempDir dir;
+      const bench::TempDir dir("store");
       const fs::path db_path = dir.path() / bench::kDbFileName;
       bench::RunResult r;
       switch (engine) {
