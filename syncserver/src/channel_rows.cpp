@@ -27,6 +27,34 @@ bool is_valid_body(std::string_view body) {
          protocol::is_valid_message_text(body);
 }
 
+std::int64_t insert_message(SQLite::Database& db, const MessageRow& m, UnixTime now) {
+  const std::int64_t seq = next_inbox_seq(db);
+  SQLite::Statement insert(
+      db,
+      "INSERT INTO messages(seq, id, channel_id, sender, sender_name, body, priority, "
+      "require_ack, created_at, accepted_at, device_id, device_seq) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  insert.bind(1, seq);
+  insert.bind(2, m.id);
+  insert.bind(3, m.channel);
+  insert.bind(4, m.sender);
+  insert.bind(5, m.sender_name);
+  insert.bind(6, m.body);
+  insert.bind(7, static_cast<int>(m.priority));
+  insert.bind(8, m.require_ack ? 1 : 0);
+  insert.bind(9, m.created_at);
+  insert.bind(10, to_unix(now));
+  if (m.device_id) {
+    insert.bind(11, *m.device_id);
+    insert.bind(12, m.device_seq);
+  } else {
+    insert.bind(11);
+    insert.bind(12);
+  }
+  insert.exec();
+  return seq;
+}
+
 std::optional<ChannelRow> find_channel(SQLite::Database& db, std::string_view id) {
   SQLite::Statement query(
       db, "SELECT id, kind, title, coalesce(audience, '') FROM channels WHERE id = ?");

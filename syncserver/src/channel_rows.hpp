@@ -3,6 +3,7 @@
 // function throws SQLite::Exception when SQLite fails; call inside the caller's transaction.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +51,24 @@ protocol::ChannelKind kind_from_text(const std::string& text);
 std::string in_quotes(std::string_view text);
 /// 1..protocol::kMaxMessageBody bytes of protocol::is_valid_message_text.
 bool is_valid_body(std::string_view body);
+
+/// A message as the messages table holds it. IT's announcements have no device.
+struct MessageRow {
+  std::string id;
+  std::string channel;
+  std::string sender;  ///< a login; "" for IT
+  std::string sender_name;
+  std::string body;
+  protocol::Priority priority = protocol::Priority::normal;
+  bool require_ack = false;
+  std::int64_t created_at = 0;
+  std::optional<std::string> device_id;
+  std::int64_t device_seq = 0;
+};
+
+/// Inserts `m`, accepted at `now`, under a new inbox sequence (inside the caller's write
+/// transaction) and returns that sequence. Throws SQLite::Exception.
+std::int64_t insert_message(SQLite::Database& db, const MessageRow& m, UnixTime now);
 
 std::optional<ChannelRow> find_channel(SQLite::Database& db, std::string_view id);
 void insert_channel(SQLite::Database& db, const ChannelRow& channel, UnixTime now);

@@ -78,6 +78,20 @@ Result<ChannelRow> group_channel(SQLite::Database& db, std::string_view id, std:
 
 // Gives or takes `role` for every login in `logins`, all or none: the caller commits. Returns
 // how many changed.
+// Runs `work` in one write transaction, committed only if it succeeds.
+template <class Work>
+auto in_transaction(SQLite::Database& db, Work work) -> decltype(work()) {
+  try {
+    SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
+    auto result = work();
+    if (result)
+      transaction.commit();
+    return result;
+  } catch (const SQLite::Exception&) {
+    return errc::storage_failed;
+  }
+}
+
 Result<int> change_roles(SQLite::Database& db, const ChannelRow& channel,
                          std::span<const std::string> logins, const char* role, bool holds,
                          UnixTime now, std::string& why) {
@@ -300,55 +314,35 @@ Result<std::vector<ChannelSummary>> Messaging::list_channels() {
 
 Result<int> Messaging::add_members(std::string_view channel, std::span<const std::string> logins,
                                    UnixTime now, std::string& why) {
-  try {
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    KABAN_TRY(group, group_channel(db_, channel, why));
-    KABAN_TRY(changed, change_roles(db_, group, logins, kMemberRole, true, now, why));
-    transaction.commit();
-    return changed;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
+  return in_transaction(db_, [&]() -> Result<int> {
+    KABAN_TRY(target, group_channel(db_, channel, why));
+    return change_roles(db_, target, logins, kMemberRole, true, now, why);
+  });
 }
 
 Result<int> Messaging::remove_members(std::string_view channel, std::span<const std::string> logins,
                                       UnixTime now, std::string& why) {
-  try {
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    KABAN_TRY(group, group_channel(db_, channel, why));
-    KABAN_TRY(changed, change_roles(db_, group, logins, kMemberRole, false, now, why));
-    transaction.commit();
-    return changed;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
+  return in_transaction(db_, [&]() -> Result<int> {
+    KABAN_TRY(target, group_channel(db_, channel, why));
+    return change_roles(db_, target, logins, kMemberRole, false, now, why);
+  });
 }
 
 Result<int> Messaging::add_senders(std::string_view audience, std::span<const std::string> logins,
                                    UnixTime now, std::string& why) {
-  try {
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    KABAN_TRY(announcements, announcement_channel(db_, audience, IfMissing::create, now, why));
-    KABAN_TRY(changed, change_roles(db_, announcements, logins, kSenderRole, true, now, why));
-    transaction.commit();
-    return changed;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
+  return in_transaction(db_, [&]() -> Result<int> {
+    KABAN_TRY(target, announcement_channel(db_, audience, IfMissing::create, now, why));
+    return change_roles(db_, target, logins, kSenderRole, true, now, why);
+  });
 }
 
 Result<int> Messaging::remove_senders(std::string_view audience,
                                       std::span<const std::string> logins, UnixTime now,
                                       std::string& why) {
-  try {
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    KABAN_TRY(announcements, announcement_channel(db_, audience, IfMissing::fail, now, why));
-    KABAN_TRY(changed, change_roles(db_, announcements, logins, kSenderRole, false, now, why));
-    transaction.commit();
-    return changed;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
+  return in_transaction(db_, [&]() -> Result<int> {
+    KABAN_TRY(target, announcement_channel(db_, audience, IfMissing::fail, now, why));
+    return change_roles(db_, target, logins, kSenderRole, false, now, why);
+  });
 }
 
 Result<PostedMessage> Messaging::announce(const Announcement& a, UnixTime now, std::string& why) {
@@ -366,21 +360,15 @@ Result<PostedMessage> Messaging::announce(const Announcement& a, UnixTime now, s
   try {
     SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
     KABAN_TRY(channel, announcement_channel(db_, a.audience, IfMissing::create, now, why));
-    PostedMessage posted{protocol::new_uuid(), detail::next_inbox_seq(db_)};
-    SQLite::Statement insert(db_,
-                             "INSERT INTO messages(seq, id, channel_id, sender, sender_name, body, "
-                             "priority, require_ack, created_at, accepted_at) "
-                             "VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?)");
-    insert.bind(1, posted.seq);
-    insert.bind(2, posted.id);
-    insert.bind(3, channel.id);
-    insert.bind(4, a.sender_name);
-    insert.bind(5, a.body);
-    insert.bind(6, static_cast<int>(a.priority));
-    insert.bind(7, a.require_ack ? 1 : 0);
-    insert.bind(8, to_unix(now));
-    insert.bind(9, to_unix(now));
-    insert.exec();
+    MessageRow row;
+    row.id = protocol::new_uuid();
+    row.channel = channel.id;
+    row.sender_name = a.sender_name;
+    row.body = a.body;
+    row.priority = a.priority;
+    row.require_ack = a.require_ack;
+    row.created_at = to_unix(now);
+    const PostedMessage posted{row.id, insert_message(db_, row, now)};
     transaction.commit();
     return posted;
   } catch (const SQLite::Exception&) {

@@ -197,24 +197,18 @@ Outcome apply_message(Poster& p, const protocol::OutboxItem& item) {
       break;
     }
   }
-  SQLite::Statement insert(
-      p.db,
-      "INSERT INTO messages(seq, id, channel_id, sender, sender_name, body, priority, "
-      "require_ack, created_at, accepted_at, device_id, device_seq) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  insert.bind(1, detail::next_inbox_seq(p.db));
-  insert.bind(2, item.id);
-  insert.bind(3, m.channel);
-  insert.bind(4, p.login);  // never taken from the upload: a device speaks for its user only
-  insert.bind(5, p.name);
-  insert.bind(6, m.body);
-  insert.bind(7, static_cast<int>(m.priority));
-  insert.bind(8, m.require_ack ? 1 : 0);
-  insert.bind(9, m.created_at);
-  insert.bind(10, to_unix(p.now));
-  insert.bind(11, p.device_id);
-  insert.bind(12, item.seq);
-  insert.exec();
+  MessageRow row;
+  row.id = item.id;
+  row.channel = m.channel;
+  row.sender = p.login;  // never taken from the upload: a device speaks for its user only
+  row.sender_name = p.name;
+  row.body = m.body;
+  row.priority = m.priority;
+  row.require_ack = m.require_ack;
+  row.created_at = m.created_at;
+  row.device_id = std::string(p.device_id);
+  row.device_seq = item.seq;
+  insert_message(p.db, row, p.now);
   insert_attachments(p.db, item.id, m.attachments);
   return accepted();
 }
