@@ -40,6 +40,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using testing::TempDir;
+using testing::write_text;
 
 constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
 constexpr const char* kPin = "2468-test-pin";
@@ -50,11 +51,6 @@ server::UnixTime server_now() {
 
 std::int64_t unix_now() {
   return server_now().time_since_epoch().count();
-}
-
-void write_text(const fs::path& p, std::string_view text) {
-  fs::create_directories(p.parent_path());
-  testing::write_file(p, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
 // Passes requests to the real Api; chunk requests can be slowed down so a download lasts long

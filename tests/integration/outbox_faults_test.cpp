@@ -38,6 +38,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using testing::TempDir;
+using testing::text_of;
 
 constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
 constexpr const char* kPin = "fault-test-pin-4821";
@@ -52,14 +53,6 @@ std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string text_of(const fs::path& p) {
-  std::error_code ec;
-  if (!fs::exists(p, ec))
-    return {};
-  const auto bytes = testing::read_file(p);
-  return {bytes.begin(), bytes.end()};
 }
 
 class OutboxFaults : public ::testing::Test {

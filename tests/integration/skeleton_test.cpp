@@ -45,6 +45,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using testing::TempDir;
+using testing::write_text;
 
 constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
 constexpr const char* kPin = "2468-test-pin";
@@ -59,11 +60,6 @@ std::string random_bytes(std::size_t n, unsigned seed) {
   for (char& c : s)
     c = static_cast<char>(gen());
   return s;
-}
-
-void write_text(const fs::path& p, std::string_view text) {
-  fs::create_directories(p.parent_path());
-  testing::write_file(p, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
 // Passes requests to the real Api and remembers which chunks it served, so tests can tell
@@ -512,10 +508,7 @@ TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
     missing_after_kill = std::move(still_missing);
   }
   router_->set_chunk_delay(0ms);
-  const auto agent_output = [&] {
-    auto bytes = testing::read_file(out);
-    return std::string(bytes.begin(), bytes.end());
-  };
+  const auto agent_output = [&] { return testing::text_of(out); };
   EXPECT_EQ(wait_exit(spawn_agent(device_dir_, {"sync"}, out)), 0) << agent_output();
   const std::vector<std::string> served = router_->take_served();
   for (const std::string& hash : served)

@@ -53,6 +53,21 @@ inline void write_file(const std::filesystem::path& p, const std::vector<std::ui
     throw std::runtime_error("cannot write " + p.string());
 }
 
+/// Writes `text` to `p`, creating its parent directories.
+inline void write_text(const std::filesystem::path& p, std::string_view text) {
+  std::filesystem::create_directories(p.parent_path());
+  write_file(p, std::vector<std::uint8_t>(text.begin(), text.end()));
+}
+
+/// The file's bytes as a string; "" if it does not exist (yet).
+inline std::string text_of(const std::filesystem::path& p) {
+  std::error_code ec;
+  if (!std::filesystem::exists(p, ec))
+    return {};
+  const auto bytes = read_file(p);
+  return {bytes.begin(), bytes.end()};
+}
+
 /// Flips one bit of the byte at `offset` in file `p`.
 inline void flip_bit(const std::filesystem::path& p, std::size_t offset, int bit = 0) {
   auto data = read_file(p);

@@ -6,13 +6,12 @@
 
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/error.hpp"
+#include "message_lane_support.hpp"
 #include "test_support.hpp"
 
 namespace kaban::agent {
 namespace {
 
-constexpr crypto::ScryptParams kFast{1u << 10, 8, 1};
-constexpr std::string_view kPin = "1234-5678";
 
 DeviceIdentity make_identity(std::string_view login, std::string_view key_text) {
   DeviceIdentity id;
@@ -34,25 +33,8 @@ std::string text_of(const crypto::SecretKey& key) {
   return {reinterpret_cast<const char*>(key.bytes().data()), key.size()};
 }
 
-class DeviceIdentityTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto store = Store::create(dir_, kPin, kFast);
-    ASSERT_TRUE(store) << store.error().message();
-    store_.emplace(std::move(store).value());
-  }
-
-  void reopen() {
-    store_.reset();
-    auto store = Store::open(dir_, kPin);
-    ASSERT_TRUE(store) << store.error().message();
-    store_.emplace(std::move(store).value());
-  }
-
-  kaban::testing::TempDir tmp_;
-  std::filesystem::path dir_ = tmp_ / "device";
-  std::optional<Store> store_;
-};
+// A fresh encrypted store per test (see message_lane_support.hpp).
+class DeviceIdentityTest : public testing::StoreFixture {};
 
 TEST_F(DeviceIdentityTest, RoundTripsThroughAReopenedStore) {
   const std::string key_text = "-----BEGIN PRIVATE KEY-----\n" +
