@@ -52,6 +52,20 @@ bool split_listen(const std::string& text, std::string& host, std::uint16_t& por
   return true;
 }
 
+// --since TIME: an RFC 3339 time or a date; "" is the beginning. std::nullopt (after saying so
+// on stderr) for anything else.
+std::optional<UnixTime> parse_since(const std::string& text) {
+  if (text.empty())
+    return UnixTime{};
+  const auto parsed = kaban::protocol::parse_timestamp(text);
+  if (!parsed) {
+    std::cerr << "kaban-server: --since takes an RFC 3339 time (2026-11-23T10:00:00Z or "
+                 "2026-11-23T19:00:00+09:00) or a date (2026-11-23)\n";
+    return std::nullopt;
+  }
+  return UnixTime{std::chrono::seconds{*parsed}};
+}
+
 int serve(const fs::path& dir, const std::string& listen, int threads) {
   HttpServerConfig config;
   if (!split_listen(listen, config.listen_host, config.listen_port)) {
@@ -127,9 +141,12 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
 
   auto* admin = app.add_subcommand(
-      "admin", "Manage users, enrollment codes, courses, devices, channels and announcements");
+      "admin",
+      "Manage users, groups, policies, enrollment codes, courses, devices, channels and "
+      "announcements; reports and the audit log");
   admin->require_subcommand(1);
   bool as_json = false;
+  bool as_csv = false;
 
   auto* user = admin->add_subcommand("user", "Staff accounts");
   user->require_subcommand(1);
@@ -155,15 +172,89 @@ int main(int argc, char** argv) try {
   auto* publish = course->add_subcommand("publish",
                                          "Publish FOLDER/course.json and its files as "
                                          "the course's next version");
-  std::string folder;
+  std::string folder, course_id;
   publish->add_option("FOLDER", folder, "Folder holding course.json")->required();
   auto* course_list = course->add_subcommand("list", "List courses");
   course_list->add_flag("--json", as_json, "Print JSON");
+  auto* course_assign = course->add_subcommand(
+      "assign",
+      "Set who may see a course: all, or groups (replaces the assignment; devices of people "
+      "who lose it remove it at their next sync)");
+  std::vector<std::string> audiences;
+  course_assign->add_option("COURSE", course_id, "The course id")->required();
+  course_assign->add_option("AUDIENCE", audiences, "all, or one or more groups")->required();
 
   auto* device = admin->add_subcommand("device", "Enrolled devices");
   device->require_subcommand(1);
-  auto* device_list = device->add_subcommand("list", "List devices");
-  device_list->add_flag("--json", as_json, "Print JSON");
+  auto* device_list =
+      device->add_subcommand("list", "List devices with their verdict and pending commands");
+  device_list->add_flag("--json", as_json, "Print JSON (each device with its id and login)");
+  std::string device_id;
+  auto* device_revoke = device->add_subcommand(
+      "revoke", "Revoke a device: its certificate is refused from its next connection");
+  auto* device_wipe = device->add_subcommand(
+      "wipe",
+      "Queue a wipe of Kaban's data on a device, carried out at its next check-in and "
+      "acknowledged by it (pending until then)");
+  auto* device_lock = device->add_subcommand(
+      "lock", "Queue a lock: at its next check-in the device refuses its PIN until unlocked");
+  auto* device_unlock = device->add_subcommand(
+      "unlock",
+      "Show the unlock code of a locked device, to read out to its owner (`kaban unlock CODE`)");
+  for (auto* cmd : {device_revoke, device_wipe, device_lock, device_unlock})
+    cmd->add_option("DEVICE", device_id, "Device id, or its first 8 or more hex digits")
+        ->required();
+
+  auto* group = admin->add_subcommand(
+      "group", "Groups of users (policies, courses and announcements can target a group)");
+  group->require_subcommand(1);
+  std::string group_id, group_title, csv_file;
+  std::vector<std::string> group_logins;
+  auto* group_add = group->add_subcommand("add", "Create a group (it also has a group channel)");
+  group_add->add_option("GROUP", group_id, "Group id: lower-case letters, digits, . _ -")
+      ->required();
+  group_add->add_option("--title", group_title, "What people see (default: the id)");
+  auto* group_list = group->add_subcommand("list", "List groups, member counts and policies");
+  group_list->add_flag("--json", as_json, "Print JSON");
+  auto* group_members = group->add_subcommand("members", "Who belongs to a group");
+  group_members->require_subcommand(1);
+  auto* group_members_add = group_members->add_subcommand("add", "Add people to a group");
+  auto* group_members_remove = group_members->add_subcommand(
+      "remove", "Remove people from a group (their devices drop its courses at the next sync)");
+  for (auto* cmd : {group_members_add, group_members_remove}) {
+    cmd->add_option("GROUP", group_id, "The group")->required();
+    cmd->add_option("LOGIN", group_logins, "One or more logins")->required();
+  }
+  auto* group_import = group->add_subcommand(
+      "import",
+      "Create users and add them to groups from a CSV file with columns login,name,groups "
+      "(groups separated by ';'); all or nothing");
+  group_import->add_option("FILE", csv_file, "The CSV file")->required()->check(CLI::ExistingFile);
+
+  auto* policy = admin->add_subcommand("policy", "Device policies (see docs/policy.md)");
+  policy->require_subcommand(1);
+  std::string policy_file, policy_group, policy_login;
+  auto* policy_set = policy->add_subcommand(
+      "set",
+      "Set the default policy, or a group's with --group, from a JSON file giving some settings "
+      "(the rest keep their defaults); devices get it at their next check-in");
+  policy_set->add_option("FILE", policy_file, "The policy file")->required();
+  policy_set->add_option("--group", policy_group, "The group it applies to (default: everyone)");
+  auto* policy_remove = policy->add_subcommand(
+      "remove", "Remove a group's policy, or with no --group reset the default to built-ins");
+  policy_remove->add_option("--group", policy_group, "The group whose policy goes");
+  auto* policy_show = policy->add_subcommand(
+      "show", "Show the policies set, or with --user the policy a user's devices are under");
+  policy_show->add_option("--user", policy_login, "A login: its effective policy and sources");
+  policy_show->add_flag("--json", as_json, "Print JSON");
+
+  auto* audit = admin->add_subcommand(
+      "audit", "The append-only log of admin actions and security events (UTC times)");
+  std::string audit_since;
+  audit->add_option("--since", audit_since,
+                    "Only entries since this time (2026-11-23T10:00:00Z) or date (2026-11-23)");
+  audit->add_flag("--json", as_json, "Print JSON");
+  audit->add_flag("--csv", as_csv, "Print CSV");
 
   auto* channel = admin->add_subcommand("channel", "Group channels and who may announce");
   channel->require_subcommand(1);
@@ -209,16 +300,20 @@ int main(int argc, char** argv) try {
 
   auto* acks = admin->add_subcommand("acks", "Who has received, read and acknowledged a message");
   std::string message_id;
-  bool as_csv = false;
   acks->add_option("MESSAGE", message_id, "The id `admin announce` printed")->required();
   acks->add_flag("--csv", as_csv, "Print CSV");
 
   auto* report_cmd = admin->add_subcommand("report", "Reports");
   report_cmd->require_subcommand(1);
   auto* completion = report_cmd->add_subcommand("completion", "Each person's progress per course");
-  std::string course_id;
   completion->add_option("--course", course_id, "Only this course");
   completion->add_flag("--csv", as_csv, "Print CSV");
+  auto* compliance = report_cmd->add_subcommand(
+      "compliance",
+      "Per device: user, platform, verdict and reasons, last check-in, lease state, pending "
+      "commands");
+  compliance->add_flag("--csv", as_csv, "Print CSV");
+  compliance->add_flag("--json", as_json, "Print JSON");
 
   auto* export_cmd = admin->add_subcommand("export", "Export data");
   export_cmd->require_subcommand(1);
@@ -297,19 +392,50 @@ int main(int argc, char** argv) try {
     return report(admin_report_completion(dir, course_id, how, std::cout, why), "report completion",
                   why);
   if (*export_statements) {
-    UnixTime since{};
-    if (!since_text.empty()) {
-      const auto parsed = kaban::protocol::parse_timestamp(since_text);
-      if (!parsed) {
-        std::cerr << "kaban-server: --since takes an RFC 3339 time (2026-11-23T10:00:00Z or "
-                     "2026-11-23T19:00:00+09:00) or a date (2026-11-23)\n";
-        return kExitFailed;
-      }
-      since = UnixTime{std::chrono::seconds{*parsed}};
-    }
-    return report(admin_export_statements(dir, since, out_file, std::cout, why),
+    const auto since = parse_since(since_text);
+    if (!since)
+      return kExitFailed;
+    return report(admin_export_statements(dir, *since, out_file, std::cout, why),
                   "export statements", why);
   }
+  if (*course_assign)
+    return report(admin_course_assign(dir, course_id, audiences, std::cout, why), "course assign",
+                  why);
+  if (*device_revoke)
+    return report(admin_device_revoke(dir, device_id, std::cout, why), "device revoke", why);
+  if (*device_wipe)
+    return report(admin_device_wipe(dir, device_id, std::cout, why), "device wipe", why);
+  if (*device_lock)
+    return report(admin_device_lock(dir, device_id, std::cout, why), "device lock", why);
+  if (*device_unlock)
+    return report(admin_device_unlock(dir, device_id, std::cout, why), "device unlock", why);
+  if (*group_add)
+    return report(admin_group_add(dir, group_id, group_title, std::cout, why), "group add", why);
+  if (*group_list)
+    return report(admin_group_list(dir, how, std::cout, why), "group list", why);
+  if (*group_members_add)
+    return report(admin_group_members_add(dir, group_id, group_logins, std::cout, why),
+                  "group members add", why);
+  if (*group_members_remove)
+    return report(admin_group_members_remove(dir, group_id, group_logins, std::cout, why),
+                  "group members remove", why);
+  if (*group_import)
+    return report(admin_group_import(dir, csv_file, std::cout, why), "group import", why);
+  if (*policy_set)
+    return report(admin_policy_set(dir, policy_file, policy_group, std::cout, why), "policy set",
+                  why);
+  if (*policy_remove)
+    return report(admin_policy_remove(dir, policy_group, std::cout, why), "policy remove", why);
+  if (*policy_show)
+    return report(admin_policy_show(dir, policy_login, how, std::cout, why), "policy show", why);
+  if (*audit) {
+    const auto since = parse_since(audit_since);
+    if (!since)
+      return kExitFailed;
+    return report(admin_audit(dir, *since, how, std::cout, why), "audit", why);
+  }
+  if (*compliance)
+    return report(admin_report_compliance(dir, how, std::cout, why), "report compliance", why);
   std::cout << app.help();
   return kExitOk;
 } catch (const std::exception& e) {

@@ -20,6 +20,7 @@
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
+#include "kaban/agent/guard.hpp"
 #include "kaban/agent/learning_log.hpp"
 #include "kaban/agent/library.hpp"
 #include "kaban/agent/messages.hpp"
@@ -31,7 +32,9 @@
 #include "kaban/crypto/error.hpp"
 #include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/channel.hpp"
+#include "kaban/protocol/compliance.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
+#include "kaban/protocol/policy.hpp"
 #include "kaban/protocol/timestamp.hpp"
 #include "kaban/protocol/version.hpp"
 
@@ -52,7 +55,15 @@ constexpr int kExitDamaged = 5;        // the store failed authentication: wipe 
 constexpr int kExitOffline = 6;        // server unreachable or the connection broke: try later
 constexpr int kExitRefused = 7;        // the server refused or is not the one pinned: ask IT
 constexpr int kExitNotFound = 8;       // no such course, lesson, file, channel or message
+constexpr int kExitBlocked = 9;        // the device policy blocks this now: sync, or get compliant
+constexpr int kExitLocked = 10;        // locked: `kaban unlock CODE` with IT's code
+constexpr int kExitWiped = 11;         // Kaban's data here was wiped: enroll again
 constexpr int kExitInterrupted = 130;  // Ctrl-C or SIGTERM; what was done is kept
+
+// Reporting a wipe or a lock to IT is worth a short wait, not a long one: the person is waiting
+// for the command to end, and an event not sent now goes with the next report.
+const ReportOptions kQuickReport{std::chrono::milliseconds(3'000),
+                                 std::chrono::milliseconds(5'000)};
 
 std::atomic<bool> g_stop{false};
 
@@ -63,14 +74,21 @@ extern "C" void on_stop_signal(int) {
 int exit_code_for(std::error_code e) {
   if (e == errc::not_enrolled || e == errc::no_store)
     return kExitNotEnrolled;
-  if (e == crypto::errc::wrong_key)
+  if (e == crypto::errc::wrong_key || e == errc::wrong_pin)
     return kExitWrongPin;
   if (e == crypto::errc::damaged)
     return kExitDamaged;
   if (e == errc::server_unreachable || e == errc::network_failed)
     return kExitOffline;
-  if (e == errc::server_untrusted || e == errc::server_refused || e == errc::bad_response)
+  if (e == errc::server_untrusted || e == errc::server_refused || e == errc::bad_response ||
+      e == errc::policy_refused || e == errc::certificate_expired)
     return kExitRefused;
+  if (e == errc::access_blocked)
+    return kExitBlocked;
+  if (e == errc::device_locked)
+    return kExitLocked;
+  if (e == errc::device_wiped)
+    return kExitWiped;
   if (e == errc::not_found)
     return kExitNotFound;
   if (e == errc::invalid_input || e == errc::not_allowed)
@@ -108,6 +126,27 @@ std::string time_text(std::int64_t unix_seconds) {
   return buf;
 }
 
+// How far `t` is from `now`, in its largest unit: "in 11 hours", "3 days ago", "just now".
+std::string relative_text(std::int64_t t, std::int64_t now) {
+  constexpr std::int64_t kMinute = 60, kHour = 60 * kMinute, kDay = 24 * kHour;
+  const std::int64_t d = t > now ? t - now : now - t;
+  std::string span;
+  if (d >= 2 * kDay)
+    span = std::to_string(d / kDay) + " days";
+  else if (d >= 2 * kHour)
+    span = std::to_string(d / kHour) + " hours";
+  else if (d >= 2 * kMinute)
+    span = std::to_string(d / kMinute) + " minutes";
+  else
+    return t > now ? "in a moment" : "just now";
+  return t > now ? "in " + span : span + " ago";
+}
+
+// "2026-11-23 21:20 (in 11 hours)", or "never".
+std::string when_text(std::int64_t t, std::int64_t now) {
+  return t == 0 ? "never" : time_text(t) + " (" + relative_text(t, now) + ")";
+}
+
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -129,9 +168,25 @@ std::string plural(std::size_t n, std::string_view one, std::string_view many = 
          std::string(n == 1 ? one : (many.empty() ? std::string(one) + "s" : std::string(many)));
 }
 
+// The first line of `file` without its line end (a PIN from --pin-file); `what` names it in
+// the error.
+Result<std::string> first_line_of(const std::string& file, std::string_view what,
+                                  std::string& why) {
+  std::ifstream in(file);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    why = "cannot read " + std::string(what) + " from " + file;
+    return errc::storage_failed;
+  }
+  if (!line.empty() && line.back() == '\r')
+    line.pop_back();
+  return line;
+}
+
 struct Globals {
   std::string data_dir;
   std::string pin_file;
+  std::string new_pin_file;  ///< `kaban pin`: the new PIN for scripts
   bool json = false;
 
   fs::path dir() const {
@@ -144,17 +199,8 @@ struct Globals {
 
   // The PIN from --pin-file, KABAN_PIN, or the terminal, in that order.
   Result<std::string> pin(std::string_view prompt, std::string& why) const {
-    if (!pin_file.empty()) {
-      std::ifstream in(pin_file);
-      std::string line;
-      if (!in || !std::getline(in, line)) {
-        why = "cannot read the PIN from " + pin_file;
-        return errc::storage_failed;
-      }
-      if (!line.empty() && line.back() == '\r')
-        line.pop_back();
-      return line;
-    }
+    if (!pin_file.empty())
+      return first_line_of(pin_file, "the PIN", why);
     if (const char* env = std::getenv("KABAN_PIN"); env)
       return std::string(env);
     auto typed = platform::read_secret(prompt);
@@ -162,22 +208,155 @@ struct Globals {
       why = "no PIN given: type it on a terminal, or set KABAN_PIN or --pin-file for scripts";
     return typed;
   }
+
+  // A new PIN given by a script (`kaban pin`: --new-pin-file, then KABAN_NEW_PIN), or nullopt
+  // when it is to be typed.
+  Result<std::optional<std::string>> scripted_new_pin(std::string& why) const {
+    if (!new_pin_file.empty()) {
+      KABAN_TRY(line, first_line_of(new_pin_file, "the new PIN", why));
+      return std::optional<std::string>(std::move(line));
+    }
+    if (const char* env = std::getenv("KABAN_NEW_PIN"); env)
+      return std::optional<std::string>(env);
+    return std::optional<std::string>();
+  }
 };
 
-int open_store(const Globals& g, std::optional<Store>& store) {
+// The guard of a store directory, with trusted time raised to the clocks now.
+struct GuardView {
+  GuardState state;
+  std::int64_t now = 0;
+};
+
+Result<GuardView> read_guard(const fs::path& dir) {
+  GuardView view;
+  const ClockReading clock = read_clock_now();
+  KABAN_TRY(state, update_guard(dir, [&](GuardState& g) { view.now = trusted_time(g, clock); }));
+  view.state = std::move(state);
+  return view;
+}
+
+std::string last_sync_sentence(const GuardState& state, std::int64_t now) {
+  if (state.last_checkin_at == 0)
+    return "This device has not checked in under a device policy yet.";
+  return "Last sync: " + when_text(state.last_checkin_at, now) + ".";
+}
+
+// Reports queued events (a wipe, a lock) if any, with short waits. True if none is left.
+bool report_events(const fs::path& dir) {
+  auto guard = load_guard(dir);
+  if (!guard || guard.value().unreported.empty())
+    return true;
+  std::string why;
+  (void)report_device_events(dir, kQuickReport, why);
+  auto after = load_guard(dir);
+  return after && after.value().unreported.empty();
+}
+
+// A wiped device acknowledges, then erases: the store is closed, the wipe reported to IT (if
+// the network allows), and the store erased if that is still to do. `why` is the guard's
+// sentence when the caller has one.
+int device_wiped(const fs::path& dir, std::optional<Store>& store, std::string why) {
+  store.reset();
+  const bool reported = report_events(dir);
+  auto guard = load_guard(dir);
+  if (guard && guard.value().wiped_at > 0 && Store::exists(dir)) {
+    if (!erase_store(dir)) {
+      std::cerr << "kaban: Kaban's data on this device must be wiped, but the erase could not be "
+                   "completed; nothing can be opened. Check the permissions of "
+                << dir.string() << ", then run any kaban command to finish it\n";
+      return kExitWiped;
+    }
+    guard = load_guard(dir);
+  }
+  // The guard's own words once the erase is done ("... was wiped at TIME because REASON").
+  if (guard && guard.value().wiped_at > 0) {
+    std::string words;
+    (void)check_access(guard.value(), Purpose::sync, guard.value().high_water, words);
+    if (!words.empty())
+      why = std::move(words);
+  }
+  std::cerr << "kaban: "
+            << (why.empty() ? std::string("Kaban's data on this device was wiped") : why)
+            << (reported ? " IT has been told."
+                         : " IT is told the next time kaban runs here with a network.")
+            << '\n';
+  return kExitWiped;
+}
+
+int device_locked(const fs::path& dir, std::string_view why) {
+  report_events(dir);
+  std::string sentence;
+  if (auto view = read_guard(dir))
+    sentence = " " + last_sync_sentence(view.value().state, view.value().now);
+  std::cerr << "kaban: " << why << sentence << '\n';
+  return kExitLocked;
+}
+
+// Opens the store with `pin` under the guard, for `purpose`. On a refusal prints what happened,
+// since when, and what to do, and returns the exit code.
+int open_guarded_store(const fs::path& dir, std::string_view pin, Purpose purpose,
+                       std::optional<Store>& store, GuardView* view_out = nullptr) {
+  std::string why;
+  auto opened = open_guarded(dir, pin, read_clock_now(), why);
+  if (!opened) {
+    if (opened.error() == errc::device_wiped)
+      return device_wiped(dir, store, why);
+    if (opened.error() == errc::device_locked)
+      return device_locked(dir, why);
+    if (opened.error() == errc::wrong_pin) {
+      std::cerr << "kaban: cannot open the store in " << dir.string() << ": " << why << '\n';
+      return kExitWrongPin;
+    }
+    return fail("cannot open the store in " + dir.string(), opened.error(), why);
+  }
+  store.emplace(std::move(opened).value());
+  auto view = read_guard(dir);
+  if (!view) {
+    store.reset();
+    return fail("cannot read the device guard in " + dir.string(), view.error(),
+                "guard.json beside the store could not be read or written; nothing was "
+                "changed. Check the directory's permissions and free space");
+  }
+  if (auto allowed = check_access(view.value().state, purpose, view.value().now, why); !allowed) {
+    if (allowed.error() == errc::device_wiped)
+      return device_wiped(dir, store, why);
+    store.reset();
+    if (allowed.error() == errc::device_locked)
+      return device_locked(dir, why);
+    std::string since;
+    // The offline refusal says already how long it has been.
+    if (access_at(view.value().state, view.value().now) == Access::policy_blocked)
+      since = " " + last_sync_sentence(view.value().state, view.value().now);
+    std::cerr << "kaban: " << why << since << '\n';
+    return exit_code_for(allowed.error());
+  }
+  if (view_out)
+    *view_out = std::move(view).value();
+  return kExitOk;
+}
+
+// A directory without a store: wiped (its guard says so), or never enrolled.
+int no_store(const fs::path& dir, std::optional<Store>& store) {
+  if (auto guard = load_guard(dir); guard && guard.value().wiped_at > 0)
+    return device_wiped(dir, store, "");
+  return fail("no Kaban store in " + dir.string(), errc::not_enrolled);
+}
+
+// Every command that reads the store comes through here: the PIN, the guard, and the access
+// rule for what the command is for.
+int open_store(const Globals& g, Purpose purpose, std::optional<Store>& store,
+               GuardView* view = nullptr) {
   const fs::path dir = g.dir();
   if (!Store::exists(dir))
-    return fail("no Kaban store in " + dir.string(), errc::not_enrolled);
+    return no_store(dir, store);
   std::string why;
   auto pin = g.pin("PIN: ", why);
   if (!pin)
     return fail("cannot open the store", pin.error(), why);
-  auto opened = Store::open(dir, pin.value());
+  const int rc = open_guarded_store(dir, pin.value(), purpose, store, view);
   crypto::secure_wipe(pin.value());
-  if (!opened)
-    return fail("cannot open the store in " + dir.string(), opened.error());
-  store.emplace(std::move(opened).value());
-  return kExitOk;
+  return rc;
 }
 
 // The store and who it belongs to: what the message and progress commands need.
@@ -186,8 +365,9 @@ struct Session {
   std::optional<DeviceIdentity> identity;
 };
 
-int open_session(const Globals& g, Session& session, std::string_view what) {
-  if (int rc = open_store(g, session.store); rc != kExitOk)
+int open_session(const Globals& g, Session& session, std::string_view what,
+                 Purpose purpose = Purpose::content, GuardView* view = nullptr) {
+  if (int rc = open_store(g, purpose, session.store, view); rc != kExitOk)
     return rc;
   auto identity = load_identity(*session.store);
   if (!identity)
@@ -198,6 +378,40 @@ int open_session(const Globals& g, Session& session, std::string_view what) {
 
 Messages messages_of(Session& s) {
   return Messages(*s.store, s.identity->login, s.identity->user_name);
+}
+
+// What the PIN rules of `policy` ask, for the prompt: "at least 8 characters, not a run like
+// 123456 or one repeated digit".
+std::string pin_rules_text(const protocol::Policy& policy) {
+  std::string text = "at least " + std::to_string(policy.pin_min_length) + " characters";
+  if (policy.pin_block_simple)
+    text += ", not a run like 123456 or one repeated digit";
+  return text;
+}
+
+// Asks for a new PIN twice on the terminal until it is acceptable under `policy`.
+Result<std::string> ask_new_pin(const protocol::Policy& policy, std::string_view what) {
+  for (;;) {
+    auto first = platform::read_secret("New PIN: ");
+    if (!first) {
+      fail(what, first.error(),
+           "no PIN given: type it on a terminal, or set KABAN_PIN or --pin-file for scripts");
+      return first.error();
+    }
+    std::string why;
+    if (!check_new_pin(first.value(), policy, why)) {
+      std::cout << why << ". Try again.\n";
+      continue;
+    }
+    auto again = platform::read_secret("Repeat the PIN: ");
+    if (!again) {
+      fail(what, again.error());
+      return again.error();
+    }
+    if (again.value() == first.value())
+      return std::move(first).value();
+    std::cout << "The two PINs differ. Try again.\n";
+  }
 }
 
 int run_enroll(const Globals& g, const std::string& line_text) {
@@ -212,7 +426,8 @@ int run_enroll(const Globals& g, const std::string& line_text) {
   if (Store::exists(dir))
     return fail("enroll", errc::already_enrolled, dir.string() + " already holds a Kaban store");
 
-  // A PIN given by a script is checked before the code is spent on the server.
+  // A PIN given by a script is checked against the built-in rules before the code is spent on
+  // the server, and against the server's policy once it answered.
   std::string pin;
   const bool scripted = !g.pin_file.empty() || std::getenv("KABAN_PIN");
   if (scripted) {
@@ -225,40 +440,86 @@ int run_enroll(const Globals& g, const std::string& line_text) {
       return kExitUsage;
     }
   }
+  // A wiped enrollment of this directory still owes IT its report: this is its last chance,
+  // since the new enrollment replaces the guard.
+  report_events(dir);
 
-  auto identity = request_enrollment(line.value(), {}, why);
-  if (!identity)
-    return fail("enroll with " + line.value().host, identity.error(), why);
+  auto enrollment = request_enrollment(line.value(), {}, why);
+  if (!enrollment)
+    return fail("enroll with " + line.value().host, enrollment.error(), why);
+  const protocol::Policy& policy = enrollment.value().policy;
 
-  if (!scripted) {
-    std::cout << "Enrolled. Choose a PIN for this device (at least " << kMinPinLength
-              << " characters); it protects the data stored here.\n";
-    for (;;) {
-      auto first = platform::read_secret("New PIN: ");
-      if (!first)
-        return fail("enroll", first.error(),
-                    "no PIN given: type it on a terminal, or set KABAN_PIN or --pin-file");
-      if (!check_new_pin(first.value(), why)) {
-        std::cout << why << ". Try again.\n";
-        continue;
-      }
-      auto again = platform::read_secret("Repeat the PIN: ");
-      if (!again)
-        return fail("enroll", again.error());
-      if (again.value() == first.value()) {
-        pin = std::move(first).value();
-        break;
-      }
-      std::cout << "The two PINs differ. Try again.\n";
+  if (scripted) {
+    if (!check_new_pin(pin, policy, why)) {
+      crypto::secure_wipe(pin);
+      std::cerr << "kaban: enroll: the PIN does not meet this server's device policy: " << why
+                << ". The enrollment code is now used and nothing was stored on this device: ask "
+                   "IT for a new code, then enroll with a PIN of "
+                << pin_rules_text(policy) << "\n";
+      return kExitUsage;
     }
+  } else {
+    std::cout << "Enrolled. Choose a PIN for this device (" << pin_rules_text(policy)
+              << "); it protects the data stored here.\n";
+    auto chosen = ask_new_pin(policy, "enroll");
+    if (!chosen)
+      return exit_code_for(chosen.error());
+    pin = std::move(chosen).value();
   }
-  auto done = complete_enrollment(dir, identity.value(), pin);
+  auto done = complete_enrollment(dir, enrollment.value(), pin);
   crypto::secure_wipe(pin);
   if (!done)
     return fail("enroll: storing the enrollment in " + dir.string(), done.error());
-  std::cout << "enrolled as " << identity.value().login << " (" << identity.value().user_name
-            << ") with " << line.value().host << ":" << line.value().port << "\ndevice id "
-            << identity.value().device_id << "\nnext: kaban sync\n";
+  const Enrollment& e = enrollment.value();
+  std::cout << "enrolled as " << e.login << " (" << e.user_name << ") with " << line.value().host
+            << ":" << line.value().port << "\ndevice id " << e.device_id << "\nnext: kaban sync\n";
+  return kExitOk;
+}
+
+// `kaban pin`: the current PIN opens the store (wrong ones count), the new one must meet the
+// policy in force.
+int run_pin(const Globals& g) {
+  const fs::path dir = g.dir();
+  std::optional<Store> store;
+  if (!Store::exists(dir))
+    return no_store(dir, store);
+  std::string why;
+  auto scripted = g.scripted_new_pin(why);
+  if (!scripted)
+    return fail("pin", scripted.error(), why);
+  auto old_pin = g.pin("Current PIN: ", why);
+  if (!old_pin)
+    return fail("pin", old_pin.error(), why);
+  GuardView view;
+  if (int rc = open_guarded_store(dir, old_pin.value(), Purpose::sync, store, &view);
+      rc != kExitOk) {
+    crypto::secure_wipe(old_pin.value());
+    return rc;
+  }
+  const protocol::Policy policy = current_policy(view.state);
+  std::string new_pin;
+  if (scripted.value()) {
+    new_pin = std::move(*scripted.value());
+  } else {
+    std::cout << "Choose the new PIN (" << pin_rules_text(policy) << ").\n";
+    auto chosen = ask_new_pin(policy, "pin");
+    if (!chosen) {
+      crypto::secure_wipe(old_pin.value());
+      return exit_code_for(chosen.error());
+    }
+    new_pin = std::move(chosen).value();
+  }
+  auto changed = change_pin(*store, old_pin.value(), new_pin, policy, why);
+  crypto::secure_wipe(old_pin.value());
+  crypto::secure_wipe(new_pin);
+  if (!changed) {
+    if (changed.error() == errc::invalid_input) {
+      std::cerr << "kaban: pin: " << why << "; the PIN was not changed\n";
+      return kExitUsage;
+    }
+    return fail("pin", changed.error(), why);
+  }
+  std::cout << "PIN changed; use the new PIN from now on\n";
   return kExitOk;
 }
 
@@ -292,10 +553,73 @@ std::string course_summary(const SyncReport& r) {
          " chunks (" + format_bytes(r.bytes_downloaded) + ") downloaded";
 }
 
+// The reasons' sentences, from `least` severe up ("" if none).
+std::string reasons_text(const std::vector<protocol::ComplianceReason>& reasons,
+                         protocol::ComplianceAction least = protocol::ComplianceAction::none) {
+  std::string text;
+  for (const protocol::ComplianceReason& r : reasons) {
+    if (r.action >= least)
+      text += (text.empty() ? "" : "; ") + (r.message.empty() ? r.setting : r.message);
+  }
+  return text;
+}
+
+// What the check-in said about the device and what sync did about it, one line each.
+std::vector<std::string> policy_lines(const SyncReport& r) {
+  std::vector<std::string> lines;
+  const std::string reasons = reasons_text(r.reasons);
+  switch (r.verdict) {
+    case protocol::Verdict::compliant:
+      break;
+    case protocol::Verdict::warn:
+      lines.push_back("device policy: warning" + (reasons.empty() ? "" : ": " + reasons));
+      break;
+    case protocol::Verdict::blocked:
+      lines.push_back(
+          "device policy: BLOCKED" + (reasons.empty() ? "" : ": " + reasons) +
+          ". Only messages from IT were fetched (`kaban messages`); courses and other messages "
+          "wait, with your data kept, until a sync finds this device compliant");
+      break;
+    case protocol::Verdict::wipe:
+      break;  // sync fails with device_wiped instead
+  }
+  if (r.certificate_renewed)
+    lines.push_back("this device's certificate was renewed");
+  if (!r.courses_removed.empty()) {
+    std::string ids;
+    for (const std::string& id : r.courses_removed)
+      ids += (ids.empty() ? "" : ", ") + id;
+    lines.push_back("removed from this device (no longer assigned to you): " + ids);
+  }
+  if (r.downloads_deferred == DownloadDeferral::wifi_only)
+    lines.push_back("course downloads (" + format_bytes(r.deferred_bytes) +
+                    ") wait for Wi-Fi or a wired network, as the device policy asks on a "
+                    "cellular network; messages were exchanged");
+  if (r.downloads_deferred == DownloadDeferral::cache_limit)
+    lines.push_back("course downloads stopped at the device policy's storage limit of " +
+                    format_bytes(r.cache_limit_bytes) + ": " + format_bytes(r.deferred_bytes) +
+                    " wait, and the courses would need " + format_bytes(r.cache_needed_bytes) +
+                    " in all. Ask IT to raise the limit (max_cache_mb)");
+  return lines;
+}
+
+// A sync or watch that ended on the device policy or IT's command; -1 for any other failure.
+int policy_outcome(const fs::path& dir, std::optional<Store>& store, std::error_code e,
+                   const std::string& why) {
+  if (e == errc::device_wiped)
+    return device_wiped(dir, store, "");
+  if (e == errc::device_locked) {
+    store.reset();
+    return device_locked(dir, why);
+  }
+  return -1;
+}
+
 int run_sync(const Globals& g, int parallel, bool watch_mode, int interval) {
   std::optional<Store> store;
-  if (int rc = open_store(g, store); rc != kExitOk)
+  if (int rc = open_store(g, Purpose::sync, store); rc != kExitOk)
     return rc;
+  const fs::path dir = store->dir();
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigaction(SIGINT, &action, nullptr);
@@ -337,6 +661,8 @@ int run_sync(const Globals& g, int parallel, bool watch_mode, int interval) {
         line += "synced: " + course_summary(round.report) + "; " + message_summary(round.report);
         for (const std::string& ready : round.report.made_ready)
           line += "; ready offline: " + ready;
+        for (const std::string& policy : policy_lines(round.report))
+          line += "; " + policy;
       } else {
         line += "messages: " + message_summary(round.report);
       }
@@ -351,6 +677,10 @@ int run_sync(const Globals& g, int parallel, bool watch_mode, int interval) {
       std::cerr << clock_text() << " stopped; everything received so far is kept\n";
       return kExitInterrupted;
     }
+    if (!watched) {
+      if (int rc = policy_outcome(dir, store, watched.error(), why); rc >= 0)
+        return rc;
+    }
     return fail("sync --watch", watched ? make_error_code(errc::interrupted) : watched.error(),
                 why);
   }
@@ -358,9 +688,18 @@ int run_sync(const Globals& g, int parallel, bool watch_mode, int interval) {
   auto report = sync(*store, options, why);
   if (progress)
     progress->finish();
-  if (!report)
+  if (!report) {
+    if (int rc = policy_outcome(dir, store, report.error(), why); rc >= 0)
+      return rc;
     return fail("sync", report.error(), why);
+  }
   const SyncReport& r = report.value();
+  for (const std::string& line : policy_lines(r))
+    std::cout << line << '\n';
+  if (r.verdict == protocol::Verdict::blocked) {
+    std::cout << "messages from IT: " << plural(r.messages_received, "new message") << '\n';
+    return kExitOk;
+  }
   std::cout << "synced: " << course_summary(r) << '\n';
   for (const std::string& ready : r.made_ready)
     std::cout << "ready offline: " << ready << '\n';
@@ -442,11 +781,20 @@ int run_channels(const Globals& g) {
 
 int run_messages(const Globals& g, const std::string& channel, bool unread_only) {
   Session s;
-  if (int rc = open_session(g, s, "messages"); rc != kExitOk)
+  GuardView view;
+  // it_messages: while the policy blocks the device, IT's messages are all it shows.
+  if (int rc = open_session(g, s, "messages", Purpose::it_messages, &view); rc != kExitOk)
     return rc;
   Messages messages = messages_of(s);
   MessageFilter filter;
   filter.unread_only = unread_only;
+  filter.from_it_only = access_at(view.state, view.now) == Access::policy_blocked;
+  if (filter.from_it_only)
+    std::cerr << "kaban: the device policy blocks Kaban on this device ("
+              << reasons_text(view.state.reasons, protocol::ComplianceAction::block)
+              << "); only messages from IT are shown. Your data is kept: once the device is "
+                 "compliant, run `kaban sync`. "
+              << last_sync_sentence(view.state, view.now) << '\n';
   if (!channel.empty()) {
     auto id = messages.resolve_channel(channel);
     if (!id)
@@ -945,7 +1293,7 @@ int run_complete(const Globals& g, const std::string& lesson, std::optional<doub
 
 int run_courses(const Globals& g) {
   std::optional<Store> store;
-  if (int rc = open_store(g, store); rc != kExitOk)
+  if (int rc = open_store(g, Purpose::content, store); rc != kExitOk)
     return rc;
   Library library(*store);
   auto courses = library.courses();
@@ -982,7 +1330,7 @@ int run_courses(const Globals& g) {
 
 int run_lessons(const Globals& g, const std::string& course) {
   std::optional<Store> store;
-  if (int rc = open_store(g, store); rc != kExitOk)
+  if (int rc = open_store(g, Purpose::content, store); rc != kExitOk)
     return rc;
   Library library(*store);
   auto lessons = library.lessons(course);
@@ -1020,8 +1368,15 @@ int run_open(const Globals& g, const std::string& lesson_ref, const std::string&
   const std::string course = lesson_ref.substr(0, slash);
   const std::string lesson = lesson_ref.substr(slash + 1);
   std::optional<Store> store;
-  if (int rc = open_store(g, store); rc != kExitOk)
+  GuardView view;
+  if (int rc = open_store(g, Purpose::content, store, &view); rc != kExitOk)
     return rc;
+  // Writing a lesson out is export; showing it on stdout (a terminal, a pager, a viewer) is not.
+  if (!out_path.empty() && !current_policy(view.state).allow_export)
+    return fail("open --out " + out_path, errc::not_allowed,
+                "the device policy does not allow saving lesson files on this device; nothing "
+                "was written. View the lesson with `kaban open " +
+                    lesson_ref + "` instead");
   Library library(*store);
 
   // Writing to PATH goes through a temporary file renamed at the end, so a failure never
@@ -1065,9 +1420,148 @@ int run_open(const Globals& g, const std::string& lesson_ref, const std::string&
   return kExitOk;
 }
 
+std::string access_text(Access access) {
+  switch (access) {
+    case Access::open:
+      return "open";
+    case Access::policy_blocked:
+      return "blocked by the device policy: only messages from IT can be read";
+    case Access::offline_blocked:
+      return "blocked: no sync for longer than the device policy allows; run `kaban sync`";
+    case Access::wipe_due:
+      return "to be wiped the next time the store is opened";
+    case Access::locked:
+      return "locked";
+    case Access::wiped:
+      return "wiped";
+  }
+  return "unknown";
+}
+
+std::optional<std::int64_t> policy_version(const GuardState& state) {
+  if (state.policy.text.empty())
+    return std::nullopt;
+  auto parsed = protocol::parse_device_policy_text(state.policy.text);
+  if (!parsed)
+    return std::nullopt;
+  return parsed.value().version;
+}
+
+json timestamp_json(std::int64_t t) {
+  return t == 0 ? json(nullptr) : json(protocol::format_timestamp(t));
+}
+
+// The device-policy part of `kaban status`: all from the guard, so no PIN is needed.
+json guard_json(const GuardView& v) {
+  const GuardState& s = v.state;
+  const auto lease = current_lease(s);
+  json reasons = json::array();
+  for (const protocol::ComplianceReason& r : s.reasons)
+    reasons.push_back({{"setting", r.setting},
+                       {"action", std::string(protocol::to_string(r.action))},
+                       {"message", r.message}});
+  const auto version = policy_version(s);
+  return {
+      {"access", std::string(to_string(access_at(s, v.now)))},
+      {"verdict", lease ? json(std::string(protocol::to_string(lease->verdict))) : json(nullptr)},
+      {"reasons", std::move(reasons)},
+      {"policy_version", version ? json(*version) : json(nullptr)},
+      {"last_checkin_at", timestamp_json(s.last_checkin_at)},
+      {"blocked_from", timestamp_json(lease ? lease->block_after : 0)},
+      {"wiped_from", timestamp_json(lease ? lease->wipe_after : 0)},
+      {"locked", s.locked},
+      {"locked_at", timestamp_json(s.locked_at)},
+      {"lock_reason", s.lock_reason},
+      {"wiped_at", timestamp_json(s.wiped_at)},
+      {"wipe_reason", s.wipe_reason},
+      {"events_unreported", s.unreported.size()}};
+}
+
+void print_guard(const GuardView& v) {
+  const GuardState& s = v.state;
+  const auto lease = current_lease(s);
+  std::cout << "access     " << access_text(access_at(s, v.now)) << '\n';
+  if (s.wiped_at) {
+    // The wipe dropped the policy and the lease: only the wipe and its report are left.
+    std::cout << "WIPED      " << when_text(s.wiped_at, v.now) << " (" << s.wipe_reason
+              << "): ask IT for a new enrollment code to use Kaban here again\n";
+    if (!s.unreported.empty())
+      std::cout << "to report  IT has not been told yet: it is told the next time kaban runs here "
+                   "with a network\n";
+    return;
+  }
+  if (lease) {
+    const std::string reasons = reasons_text(s.reasons);
+    std::cout << "verdict    " << protocol::to_string(lease->verdict)
+              << (reasons.empty() ? "" : ": " + reasons) << '\n';
+  } else {
+    std::cout << "verdict    none yet: no check-in under a device policy\n";
+  }
+  if (const auto version = policy_version(s))
+    std::cout << "policy     version " << *version << " (`kaban policy` shows it)\n";
+  std::cout << "check-in   " << when_text(s.last_checkin_at, v.now) << '\n';
+  if (lease) {
+    if (lease->verdict >= protocol::Verdict::blocked)
+      std::cout << "blocked    by the last check-in's verdict, until a sync finds the device "
+                   "compliant\n";
+    else
+      std::cout << "blocked    "
+                << (lease->block_after ? "from " + when_text(lease->block_after, v.now) +
+                                             " unless a sync renews the lease"
+                                       : std::string("never for being offline"))
+                << '\n';
+    std::cout << "wiped      "
+              << (lease->wipe_after ? "from " + when_text(lease->wipe_after, v.now) +
+                                          " unless a sync renews the lease"
+                                    : std::string("never for being offline"))
+              << '\n';
+  }
+  if (s.locked)
+    std::cout << "locked     since " << when_text(s.locked_at, v.now) << " ("
+              << (s.lock_reason == "pin_attempts" ? "too many wrong PINs" : "IT locked it")
+              << "): ask IT for the unlock code, then `kaban unlock CODE`\n";
+  if (!s.unreported.empty())
+    std::cout << "to report  " << plural(s.unreported.size(), "event")
+              << " IT has not received yet (sent at the next sync)\n";
+}
+
+// `kaban status` of a locked or wiped device: what the guard holds, without the PIN.
+int status_from_guard(const Globals& g, const GuardView& v) {
+  const GuardState& s = v.state;
+  if (g.json) {
+    json out = guard_json(v);
+    out["server"] = s.server_host + ":" + std::to_string(s.server_port);
+    out["device_id"] = s.device_id;
+    out["data_dir"] = g.dir().string();
+    std::cout << out.dump(2) << '\n';
+    return kExitOk;
+  }
+  std::cout << "server     " << s.server_host << ':' << s.server_port << "\ndevice id  "
+            << s.device_id << '\n';
+  print_guard(v);
+  std::cout << "data       " << g.dir().string() << '\n';
+  return kExitOk;
+}
+
 int run_status(const Globals& g) {
+  const fs::path dir = g.dir();
   std::optional<Store> store;
-  if (int rc = open_store(g, store); rc != kExitOk)
+  if (!Store::exists(dir)) {
+    auto guard = load_guard(dir);
+    if (!guard || guard.value().wiped_at == 0)
+      return fail("no Kaban store in " + dir.string(), errc::not_enrolled);
+  }
+  auto guard = read_guard(dir);
+  if (!guard)
+    return fail("status", guard.error(),
+                "guard.json beside the store could not be read or written; nothing was changed. "
+                "Check the directory's permissions and free space");
+  const Access access = access_at(guard.value().state, guard.value().now);
+  if (!Store::exists(dir) || access == Access::locked || access == Access::wiped)
+    return status_from_guard(g, guard.value());
+
+  GuardView view;
+  if (int rc = open_store(g, Purpose::sync, store, &view); rc != kExitOk)
     return rc;
   auto identity = load_identity(*store);
   if (!identity)
@@ -1089,21 +1583,21 @@ int run_status(const Globals& g) {
   for (const CourseInfo& c : courses.value())
     ready += c.ready ? 1 : 0;
   if (g.json) {
-    std::cout << json{{"server", id.server_host + ":" + std::to_string(id.server_port)},
-                      {"login", id.login},
-                      {"user_name", id.user_name},
-                      {"device_id", id.device_id},
-                      {"enrolled_at", protocol::format_timestamp(id.enrolled_at)},
-                      {"last_sync_at", protocol::format_timestamp(state.value().last_sync_at)},
-                      {"courses", courses.value().size()},
-                      {"courses_ready", ready},
-                      {"stored_bytes", stored.value()},
-                      {"unread_messages", unread.value()},
-                      {"outbox_pending", outbox.value().pending},
-                      {"outbox_rejected", outbox.value().rejected},
-                      {"data_dir", g.dir().string()}}
-                     .dump(2)
-              << '\n';
+    json out{{"server", id.server_host + ":" + std::to_string(id.server_port)},
+             {"login", id.login},
+             {"user_name", id.user_name},
+             {"device_id", id.device_id},
+             {"enrolled_at", protocol::format_timestamp(id.enrolled_at)},
+             {"last_sync_at", protocol::format_timestamp(state.value().last_sync_at)},
+             {"courses", courses.value().size()},
+             {"courses_ready", ready},
+             {"stored_bytes", stored.value()},
+             {"unread_messages", unread.value()},
+             {"outbox_pending", outbox.value().pending},
+             {"outbox_rejected", outbox.value().rejected},
+             {"data_dir", g.dir().string()}};
+    out.update(guard_json(view));
+    std::cout << out.dump(2) << '\n';
     return kExitOk;
   }
   std::cout << "server     " << id.server_host << ':' << id.server_port << "\nuser       "
@@ -1114,8 +1608,99 @@ int run_status(const Globals& g) {
             << format_bytes(stored.value()) << " stored\nmessages   " << unread.value()
             << " unread\noutbox     " << outbox.value().pending << " waiting for upload, "
             << outbox.value().rejected << " refused by the server"
-            << (outbox.value().rejected ? " (see `kaban outbox`)" : "") << "\ndata       "
-            << g.dir().string() << '\n';
+            << (outbox.value().rejected ? " (see `kaban outbox`)" : "") << '\n';
+  print_guard(view);
+  std::cout << "data       " << g.dir().string() << '\n';
+  return kExitOk;
+}
+
+// One setting's value for `kaban policy`: yes/no, numbers, and "platform VERSION (action)" for
+// the version rules.
+std::string setting_text(const json& value) {
+  if (value.is_boolean())
+    return value.get<bool>() ? "yes" : "no";
+  if (value.is_string())
+    return value.get<std::string>();
+  if (value.is_object()) {
+    if (value.empty())
+      return "none";
+    std::string text;
+    for (const auto& [platform, rule] : value.items()) {
+      text += (text.empty() ? "" : ", ") + platform + " " + rule.value("version", "") + " (" +
+              rule.value("action", "") + ")";
+    }
+    return text;
+  }
+  return value.dump();
+}
+
+// `kaban policy`: the policy in force, from the guard (no PIN).
+int run_policy(const Globals& g) {
+  const fs::path dir = g.dir();
+  auto guard = load_guard(dir);
+  if (!guard)
+    return fail("policy", guard.error(),
+                "guard.json beside the store could not be read; check the directory's "
+                "permissions");
+  if (!Store::exists(dir) && guard.value().device_id.empty())
+    return fail("no Kaban store in " + dir.string(), errc::not_enrolled);
+  const GuardState& s = guard.value();
+  const protocol::Policy policy = current_policy(s);
+  std::optional<protocol::DevicePolicy> signed_policy;
+  if (!s.policy.text.empty()) {
+    if (auto parsed = protocol::parse_device_policy_text(s.policy.text))
+      signed_policy = parsed.value();
+  }
+  const json settings = json::parse(protocol::policy_to_json(policy));
+  if (g.json) {
+    std::cout << json{{"source", signed_policy ? "server" : "built-in"},
+                      {"version", signed_policy ? json(signed_policy->version) : json(nullptr)},
+                      {"issued_at",
+                       signed_policy ? timestamp_json(signed_policy->issued_at) : json(nullptr)},
+                      {"settings", settings}}
+                     .dump(2)
+              << '\n';
+    return kExitOk;
+  }
+  if (signed_policy)
+    std::cout << "device policy version " << signed_policy->version << ", issued "
+              << time_text(signed_policy->issued_at) << " by the server\n";
+  else
+    std::cout << "built-in defaults: this device has not received a device policy yet "
+                 "(`kaban sync` fetches it)\n";
+  std::size_t width = 0;
+  for (std::string_view name : protocol::kPolicySettings)
+    width = std::max(width, name.size());
+  for (std::string_view name : protocol::kPolicySettings) {
+    const std::string key(name);
+    if (!settings.contains(key))
+      continue;
+    std::cout << std::left << std::setw(static_cast<int>(width)) << key << "  "
+              << setting_text(settings.at(key)) << '\n';
+  }
+  std::cout << "docs/policy.md says what each setting does\n";
+  return kExitOk;
+}
+
+// `kaban unlock CODE`: no PIN (a locked device takes none); the code is IT's.
+int run_unlock(const Globals& g, const std::string& code) {
+  const fs::path dir = g.dir();
+  std::optional<Store> store;
+  if (!Store::exists(dir))
+    return no_store(dir, store);
+  auto view = read_guard(dir);
+  if (!view)
+    return fail("unlock", view.error(),
+                "guard.json beside the store could not be read or written; nothing was changed. "
+                "Check the directory's permissions and free space");
+  std::string why;
+  auto unlocked = unlock_device(dir, code, view.value().now, why);
+  if (!unlocked) {
+    std::cerr << "kaban: unlock: " << why << '\n';
+    return exit_code_for(unlocked.error());
+  }
+  report_events(dir);
+  std::cout << "unlocked; open Kaban with your PIN as before\n";
   return kExitOk;
 }
 
@@ -1164,10 +1749,34 @@ int main(int argc, char** argv) try {
   auto* open = app.add_subcommand("open", "Write a lesson's file to stdout or a file (offline)");
   open->add_option("LESSON", lesson, "COURSE/LESSON, as `kaban lessons` shows it")->required();
   open->add_option("--file", file, "Which of the lesson's files (default: its first)");
-  open->add_option("--out", out, "Write to this path instead of stdout");
+  open->add_option("--out", out,
+                   "Write to this path instead of stdout (refused when the device policy does "
+                   "not allow saving lesson files)");
   auto* status = app.add_subcommand(
-      "status", "Server, device id, last sync, unread messages, outbox (offline)");
+      "status",
+      "Server, device id, last sync, unread messages, outbox, and the device policy's view of "
+      "this device: verdict and reasons, last check-in, when it would be blocked or wiped "
+      "without a sync, a lock or wipe (offline; a locked or wiped device needs no PIN)");
   status->add_flag("--json", g.json, "Print JSON");
+  auto* policy = app.add_subcommand(
+      "policy",
+      "Show the device policy this device is under, as the server last sent it: PIN rules, "
+      "how long it may stay offline, what is required of it (offline; no PIN needed)");
+  policy->add_flag("--json", g.json, "Print JSON");
+  std::string unlock_code;
+  auto* unlock = app.add_subcommand(
+      "unlock",
+      "Unlock a device locked after too many wrong PINs or by IT, with the unlock code IT reads "
+      "out to you (no PIN needed; the wrong-PIN count starts again)");
+  unlock->add_option("CODE", unlock_code, "The unlock code from IT (dashes and case do not matter)")
+      ->required();
+  auto* pin_cmd = app.add_subcommand(
+      "pin",
+      "Change the PIN: the current one, then the new one twice; the new PIN must meet the "
+      "device policy (`kaban policy`). Scripts give the current PIN as usual and the new one "
+      "with KABAN_NEW_PIN or --new-pin-file");
+  pin_cmd->add_option("--new-pin-file", g.new_pin_file,
+                      "Read the new PIN from the first line of this file");
 
   std::string channel, text, priority = "normal", message_id, duration;
   bool unread_only = false, require_ack = false;
@@ -1289,6 +1898,12 @@ int main(int argc, char** argv) try {
     return run_open(g, lesson, file, out);
   if (*status)
     return run_status(g);
+  if (*policy)
+    return run_policy(g);
+  if (*unlock)
+    return run_unlock(g, unlock_code);
+  if (*pin_cmd)
+    return run_pin(g);
   if (*channels)
     return run_channels(g);
   if (*messages)

@@ -5,10 +5,27 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include <nlohmann/json.hpp>
+
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/bytes.hpp"
+#include "kaban/crypto/x509.hpp"
+#include "kaban/protocol/policy.hpp"
 
 namespace kaban::agent {
+namespace {
+
+// The server replaces the common name with the login; this only has to be a valid one.
+constexpr const char* kRequestCommonName = "kaban device";
+constexpr std::string_view kPinFactsKey = "pin_facts";
+
+Result<void> bad_certificate(std::string& why, std::string what) {
+  why = "the server sent a renewed device certificate that " + std::move(what) +
+        "; the current certificate is kept. Ask IT to check the server";
+  return errc::bad_response;
+}
+
+}  // namespace
 
 Result<void> save_identity(Store& store, const DeviceIdentity& identity) {
   try {
@@ -69,6 +86,83 @@ Result<DeviceIdentity> load_identity(Store& store) {
     return identity;
   } catch (const SQLite::Exception& e) {
     return store_error_code(e);
+  }
+}
+
+Result<std::string> certificate_request_pem(const crypto::SecretKey& private_key_pem) {
+  KABAN_TRY(key, crypto::EcPrivateKey::from_pem(private_key_pem.bytes()));
+  KABAN_TRY(csr, crypto::CertificateRequest::create(key, kRequestCommonName));
+  return csr.to_pem();
+}
+
+Result<void> replace_certificate(Store& store, std::string_view certificate_pem,
+                                 std::chrono::system_clock::time_point now, std::string& why) {
+  KABAN_TRY(identity, load_identity(store));
+  auto certificate = crypto::Certificate::from_pem(certificate_pem);
+  if (!certificate)
+    return bad_certificate(why, "does not parse");
+  auto key = crypto::EcPrivateKey::from_pem(identity.private_key_pem.bytes());
+  if (!key)
+    return bad_certificate(why, "cannot be checked: the device key in the store does not parse");
+  if (certificate.value().public_key_der() != key.value().public_key_der())
+    return bad_certificate(why, "is for another key");
+  auto ca = crypto::Certificate::from_pem(identity.ca_pem);
+  if (!ca)
+    return bad_certificate(why, "cannot be checked: the pinned CA does not parse");
+  const std::vector<crypto::Certificate> trusted{ca.value()};
+  if (!crypto::verify_chain(certificate.value(), trusted, now))
+    return bad_certificate(why, "is not signed by the pinned CA or is not valid now");
+  try {
+    SQLite::Statement update(store.db(),
+                             "UPDATE device_identity SET certificate_pem = ? WHERE id = 1");
+    update.bind(1, certificate.value().to_pem());
+    update.exec();
+    return ok();
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
+PinFacts pin_facts_of(std::string_view pin) {
+  return {!pin.empty(), static_cast<int>(pin.size()), protocol::is_simple_pin(pin)};
+}
+
+Result<void> save_pin_facts(Store& store, const PinFacts& facts) {
+  const std::string text =
+      nlohmann::json{{"set", facts.set}, {"length", facts.length}, {"simple", facts.simple}}.dump();
+  try {
+    SQLite::Statement upsert(store.db(), R"sql(
+      INSERT INTO meta (key, value) VALUES (?, ?)
+      ON CONFLICT (key) DO UPDATE SET value = excluded.value
+    )sql");
+    upsert.bind(1, std::string(kPinFactsKey));
+    upsert.bind(2, text);
+    upsert.exec();
+    return ok();
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
+Result<std::optional<PinFacts>> load_pin_facts(Store& store) {
+  try {
+    SQLite::Statement query(store.db(), "SELECT value FROM meta WHERE key = ?");
+    query.bind(1, std::string(kPinFactsKey));
+    if (!query.executeStep())
+      return std::optional<PinFacts>();
+    const auto json = nlohmann::json::parse(query.getColumn(0).getString(), nullptr, false);
+    // Only this build writes the row; one it cannot read counts as not recorded.
+    if (!json.is_object())
+      return std::optional<PinFacts>();
+    PinFacts facts;
+    facts.set = json.value("set", false);
+    facts.length = json.value("length", 0);
+    facts.simple = json.value("simple", false);
+    return std::optional<PinFacts>(facts);
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  } catch (const nlohmann::json::exception&) {
+    return std::optional<PinFacts>();
   }
 }
 

@@ -43,6 +43,18 @@ const char* describe(errc e) noexcept {
       return "the agent cannot accept this input";
     case errc::not_allowed:
       return "not allowed";
+    case errc::wrong_pin:
+      return "wrong PIN";
+    case errc::device_locked:
+      return "this device is locked; ask IT for the unlock code and run `kaban unlock`";
+    case errc::device_wiped:
+      return "Kaban's data on this device was wiped";
+    case errc::access_blocked:
+      return "the device policy blocks access now; run `kaban sync` when a network is available";
+    case errc::policy_refused:
+      return "the server sent a policy or lease that did not verify; nothing was changed";
+    case errc::certificate_expired:
+      return "this device's certificate has expired; ask IT for a new enrollment code";
   }
   return "unknown kaban.agent error";
 }

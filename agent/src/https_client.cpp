@@ -75,6 +75,19 @@ std::string_view to_std(beast::string_view s) {
   return {s.data(), s.size()};
 }
 
+// The server's alert refusing the device's certificate (revoked, or unknown to it). Under TLS
+// 1.2 it ends the handshake; under TLS 1.3 the client's handshake is done before the server has
+// looked at the certificate, so the alert ends the first read instead (or, on a reused session,
+// a write).
+bool certificate_refused(const error_code& ec) {
+  return ec.category() == net::error::get_ssl_category() &&
+         crypto::is_certificate_refused_alert(static_cast<unsigned int>(ec.value()));
+}
+
+constexpr std::string_view kCertificateRefused =
+    "the server refused this device's certificate: IT may have revoked it; ask IT whether to "
+    "enroll this device again";
+
 std::string milliseconds_text(std::chrono::milliseconds ms) {
   return std::to_string(ms.count()) + " ms";
 }
@@ -236,6 +249,10 @@ Result<void> HttpsClient::Impl::connect() {
     // Ask OpenSSL why before the connection (and its verify result) goes away.
     std::string why = crypto::describe_verify_failure(stream->native_handle());
     drop();
+    if (why.empty() && certificate_refused(ec)) {
+      last_failure = kCertificateRefused;
+      return errc::server_refused;
+    }
     if (!why.empty()) {
       last_failure = std::move(why);
       return errc::server_untrusted;
@@ -263,6 +280,11 @@ Result<HttpsResponse> HttpsClient::Impl::exchange(const http::request<http::stri
     done = true;
   });
   run_until(done);
+  if (ec && certificate_refused(ec)) {
+    drop();
+    last_failure = kCertificateRefused;
+    return errc::server_refused;
+  }
   if (ec) {
     closed_before_answer = closed_by_peer(ec);
     drop();
@@ -301,6 +323,11 @@ Result<HttpsResponse> HttpsClient::Impl::exchange(const http::request<http::stri
     last_failure = where() + " sent an answer larger than the " +
                    std::to_string(config.max_response_body) + " bytes this request accepts";
     return errc::response_too_large;
+  }
+  if (ec && certificate_refused(ec)) {
+    drop();
+    last_failure = kCertificateRefused;
+    return errc::server_refused;
   }
   if (ec) {
     closed_before_answer = !parser.got_some() && closed_by_peer(ec);

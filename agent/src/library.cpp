@@ -401,6 +401,24 @@ Result<void> Library::open_file(std::string_view course_id, std::string_view les
   }
 }
 
+Result<bool> Library::remove_course(std::string_view course_id) {
+  try {
+    SQLite::Database& db = store_.db();
+    SQLite::Transaction tx(db);
+    // version_chunks rows go with their versions (ON DELETE CASCADE); the chunks they named are
+    // garbage unless another course's version names them too.
+    SQLite::Statement drop(db, "DELETE FROM course_versions WHERE course_id = ?");
+    drop.bind(1, std::string(course_id));
+    const bool removed = drop.exec() > 0;
+    if (removed)
+      collect_garbage(db);
+    tx.commit();
+    return removed;
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
 Result<std::uint64_t> Library::stored_bytes() {
   try {
     return static_cast<std::uint64_t>(

@@ -471,10 +471,13 @@ Result<std::vector<MessageView>> Messages::list(const MessageFilter& filter) {
       return errc::not_found;
     SQLite::Statement q(db, "SELECT " + std::string(kMessageColumns) +
                                 " WHERE (?2 = '' OR m.channel = ?2) AND (?3 = 0 OR (" +
-                                std::string(kUnread) + ")) ORDER BY m.seq IS NULL, m.seq, m.rowid");
+                                std::string(kUnread) +
+                                ")) AND (?4 = 0 OR m.sender = '') "
+                                "ORDER BY m.seq IS NULL, m.seq, m.rowid");
     q.bind(1, login_);
     q.bind(2, filter.channel);
     q.bind(3, filter.unread_only ? 1 : 0);
+    q.bind(4, filter.from_it_only ? 1 : 0);
     detail::AttachmentReader attachments(db);
     std::vector<MessageView> out;
     while (q.executeStep()) {

@@ -53,6 +53,17 @@ bool Store::exists(const fs::path& dir) {
   return fs::exists(envelope_path(dir), ec) || fs::exists(database_path(dir), ec);
 }
 
+std::uint64_t Store::disk_size(const fs::path& dir) {
+  std::uint64_t total = 0;
+  for (const fs::path& p : {database_path(dir), journal_path(dir), envelope_path(dir)}) {
+    std::error_code ec;
+    const auto size = fs::file_size(p, ec);
+    if (!ec)
+      total += size;
+  }
+  return total;
+}
+
 Result<Store> Store::create(const fs::path& dir, std::string_view pin,
                             const crypto::ScryptParams& kdf) {
   if (exists(dir))

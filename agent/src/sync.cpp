@@ -13,17 +13,22 @@
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
+#include "kaban/agent/guard.hpp"
 #include "kaban/agent/https_client.hpp"
 #include "kaban/agent/library.hpp"
 #include "kaban/agent/messages.hpp"
 #include "kaban/agent/outbox.hpp"
+#include "kaban/agent/platform.hpp"
 #include "kaban/crypto/bytes.hpp"
 #include "kaban/crypto/error.hpp"
+#include "kaban/crypto/random.hpp"
 #include "kaban/crypto/sha256.hpp"
+#include "kaban/crypto/x509.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
 #include "kaban/protocol/outbox.hpp"
+#include "kaban/protocol/timestamp.hpp"
 
 namespace kaban::agent {
 namespace {
@@ -42,6 +47,9 @@ constexpr int kChunkAttempts = 2;
 // always goes, alone if need be), so a batch never waits behind more than 16 MiB of chunks.
 constexpr std::uint64_t kAttachmentBytesPerUpload =
     protocol::kMaxAttachments * protocol::kMaxAttachmentSize;
+// A report token for a store enrolled before the guard existed, made at its first check-in.
+constexpr std::size_t kReportTokenSize = 32;
+constexpr std::uint64_t kMebibyte = 1024 * 1024;
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -268,10 +276,87 @@ class ChunkDownload {
   std::string error_why_;
 };
 
-Result<void> check_in(HttpsClient& client, const DeviceIdentity& identity, SyncReport& report,
-                      std::string& why) {
-  auto response = client.request("POST", "/v1/checkin",
-                                 protocol::to_json(protocol::CheckinRequest{this_device()}));
+protocol::Fact fact_of(const std::string& text) {
+  return protocol::parse_fact(text).value_or(protocol::Fact::unknown);
+}
+
+// The guard as this sync starts: trusted time raised to the clocks now, and, for a store
+// enrolled before the guard existed, whom to report to (from the identity) and a report token.
+Result<GuardState> prepare_guard(const std::filesystem::path& dir, const DeviceIdentity& identity,
+                                 const ClockReading& clock, std::int64_t& now, std::string& why) {
+  const std::string token = crypto::to_hex(crypto::random_bytes(kReportTokenSize));
+  auto guard = update_guard(dir, [&](GuardState& g) {
+    if (g.device_id.empty()) {
+      g.device_id = identity.device_id;
+      g.server_host = identity.server_host;
+      g.server_port = identity.server_port;
+      g.ca_pem = identity.ca_pem;
+      g.signing_key = identity.signing_key;
+    }
+    if (g.report_token.empty())
+      g.report_token = token;
+    now = trusted_time(g, clock);
+  });
+  if (!guard)
+    why =
+        "the device guard (guard.json) could not be read or written; nothing was sent. Check "
+        "the data directory's permissions and free space";
+  return guard;
+}
+
+// A device whose certificate expired cannot check in again: the server would refuse the
+// handshake, and only a new enrollment makes a new certificate.
+Result<void> check_certificate_current(const DeviceIdentity& identity, std::int64_t now,
+                                       std::string& why) {
+  auto certificate = crypto::Certificate::from_pem(identity.certificate_pem);
+  if (!certificate)
+    return ok();  // the TLS layer says what is wrong with it
+  const std::int64_t not_after = std::chrono::duration_cast<std::chrono::seconds>(
+                                     certificate.value().not_after().time_since_epoch())
+                                     .count();
+  if (not_after >= now)
+    return ok();
+  why = "this device's certificate expired on " + protocol::format_timestamp(not_after) +
+        " (it was not renewed: the device did not check in before then). Nothing was sent; ask "
+        "IT for a new enrollment code and enroll this device again";
+  return errc::certificate_expired;
+}
+
+// What the device says about itself at check-in: a fact it cannot tell is "unknown".
+Result<protocol::Posture> posture_of(Store& store, const GuardState& guard,
+                                     const ClockReading& clock, const std::string& network) {
+  const platform::SecurityFacts facts = platform::describe_security(store.dir());
+  protocol::Posture p;
+  p.screen_lock = fact_of(facts.screen_lock);
+  p.disk_encryption = fact_of(facts.disk_encryption);
+  p.rooted = fact_of(facts.rooted);
+  p.os_version_number = facts.os_version_number;
+  KABAN_TRY(pin, load_pin_facts(store));
+  if (pin) {
+    p.pin_set = pin->set;
+    p.pin_length = pin->length;
+    p.pin_simple = pin->simple;
+  }
+  p.device_time = clock.wall;
+  p.clock_rollback_seconds = guard.rollback_seconds;
+  p.cache_bytes = Store::disk_size(store.dir());
+  p.network = network;
+  return p;
+}
+
+Result<protocol::CheckinResponse> check_in(HttpsClient& client, Store& store,
+                                           const DeviceIdentity& identity, const GuardState& guard,
+                                           const ClockReading& clock, const std::string& network,
+                                           SyncReport& report, std::string& why) {
+  protocol::CheckinRequest request;
+  request.device = this_device();
+  KABAN_TRY(posture, posture_of(store, guard, clock, network));
+  request.posture = std::move(posture);
+  // Without a request the server cannot renew the certificate, but the check-in still counts.
+  if (auto csr = certificate_request_pem(identity.private_key_pem))
+    request.csr_pem = std::move(csr).value();
+  request.report_token_hash = protocol::report_token_hash(guard.report_token);
+  auto response = client.request("POST", "/v1/checkin", protocol::to_json(request));
   if (!response)
     return failed_request(client, response.error(), why);
   if (response.value().status != 200)
@@ -283,7 +368,135 @@ Result<void> check_in(HttpsClient& client, const DeviceIdentity& identity, SyncR
     return errc::bad_response;
   }
   report.server_time = answer.value().server_time;
+  report.verdict = answer.value().verdict;
+  report.reasons = answer.value().reasons;
+  return answer;
+}
+
+// Takes the check-in's signed policy and lease into the guard. An older server sends neither:
+// the device then stays under what it holds, and its lease is not renewed.
+Result<GuardState> accept_answer(const std::filesystem::path& dir,
+                                 const protocol::CheckinResponse& answer, const ClockReading& clock,
+                                 std::string& why) {
+  std::error_code refusal;
+  std::string refusal_why;
+  auto written = update_guard(dir, [&](GuardState& g) {
+    if (answer.policy.text.empty() && answer.lease.text.empty())
+      return;
+    auto accepted = accept_checkin(g, answer.policy, answer.lease, answer.reasons,
+                                   answer.unlock_code_hash, clock, refusal_why);
+    if (!accepted)
+      refusal = accepted.error();
+  });
+  if (!written) {
+    why =
+        "the check-in's policy and lease could not be written to the device guard "
+        "(guard.json); the device stays under the ones it held. Check free disk space";
+    return written.error();
+  }
+  if (refusal) {
+    why = refusal_why +
+          "; the device stays under the policy and lease it held. Ask IT to check "
+          "the server's signing key";
+    return refusal;
+  }
+  return written;
+}
+
+// IT's commands and a wipe verdict. A wipe wins over a lock: it is the more severe.
+Result<void> obey_commands(const std::filesystem::path& dir, const GuardState& guard,
+                           const protocol::CheckinResponse& answer, std::int64_t now,
+                           std::string& why) {
+  std::optional<std::int64_t> wipe_command;
+  std::optional<std::int64_t> lock_command;
+  for (const protocol::DeviceCommand& command : answer.commands) {
+    if (command.kind == protocol::CommandKind::wipe && !wipe_command)
+      wipe_command = command.id;
+    // A lock already carried out but not reported yet is not carried out twice (the person may
+    // have unlocked since).
+    const bool done = std::any_of(
+        guard.unreported.begin(), guard.unreported.end(), [&](const protocol::DeviceEvent& e) {
+          return e.kind == protocol::DeviceEventKind::locked && e.command_id == command.id;
+        });
+    if (command.kind == protocol::CommandKind::lock && !done && !lock_command)
+      lock_command = command.id;
+  }
+  if (wipe_command || answer.verdict == protocol::Verdict::wipe) {
+    KABAN_TRYV(
+        record_wipe(dir, wipe_command ? "command" : "verdict", wipe_command.value_or(0), now));
+    why = wipe_command ? "IT asked for Kaban's data on this device to be wiped"
+                       : "the device policy's verdict for this device is wipe";
+    return errc::device_wiped;
+  }
+  if (lock_command) {
+    KABAN_TRYV(lock_device(dir, "command", *lock_command, now));
+    std::string report_why;
+    // Best effort: an event not sent now stays queued and goes with the next report.
+    (void)report_device_events(dir, ReportOptions{}, report_why);
+    why =
+        "IT locked this device; your data is kept. Ask IT for the unlock code and run `kaban "
+        "unlock CODE`.";
+    return errc::device_locked;
+  }
   return ok();
+}
+
+// Removes the courses the answer does not list. True if a listed course is not on the device:
+// the course feed then starts again from the beginning, since the device may have passed that
+// course's versions while it could not see them.
+Result<bool> keep_only_courses(Store& store, const std::vector<std::string>& allowed,
+                               SyncReport& report, std::string& why) {
+  Library library(store);
+  KABAN_TRY(held, library.courses());
+  std::unordered_set<std::string> held_ids;
+  for (const CourseInfo& course : held) {
+    held_ids.insert(course.id);
+    if (std::find(allowed.begin(), allowed.end(), course.id) != allowed.end())
+      continue;
+    auto removed = library.remove_course(course.id);
+    if (!removed) {
+      why = "course \"" + course.id +
+            "\" could not be removed from the store; it is removed at "
+            "the next sync";
+      return removed.error();
+    }
+    report.courses_removed.push_back(course.id);
+  }
+  return std::any_of(allowed.begin(), allowed.end(),
+                     [&](const std::string& id) { return held_ids.count(id) == 0; });
+}
+
+// The chunks to download under the policy: none on a cellular network under
+// wifi_only_downloads, and no more than fit under max_cache_mb (in the feed's order).
+std::vector<protocol::ChunkRef> chunks_allowed(std::vector<protocol::ChunkRef> missing,
+                                               const protocol::Policy& policy,
+                                               const std::string& network,
+                                               const std::filesystem::path& dir,
+                                               SyncReport& report) {
+  std::uint64_t total = 0;
+  for (const protocol::ChunkRef& c : missing)
+    total += c.size;
+  if (policy.wifi_only_downloads && network == "cellular") {
+    report.downloads_deferred = DownloadDeferral::wifi_only;
+    report.deferred_bytes = total;
+    return {};
+  }
+  if (policy.max_cache_mb <= 0)
+    return missing;
+  const std::uint64_t limit = static_cast<std::uint64_t>(policy.max_cache_mb) * kMebibyte;
+  const std::uint64_t size = Store::disk_size(dir);
+  std::uint64_t taken = size;
+  std::size_t fit = 0;
+  while (fit < missing.size() && taken + missing[fit].size <= limit)
+    taken += missing[fit++].size;
+  if (fit == missing.size())
+    return missing;
+  report.downloads_deferred = DownloadDeferral::cache_limit;
+  report.deferred_bytes = size + total - taken;
+  report.cache_limit_bytes = limit;
+  report.cache_needed_bytes = size + total;
+  missing.resize(fit);
+  return missing;
 }
 
 Result<void> pull_changes(HttpsClient& client, Store& store, const DeviceIdentity& identity,
@@ -391,6 +604,13 @@ class MessageLane {
     return fetched;
   }
 
+  // While the policy blocks the device: IT's messages only, from the stored cursor on. Nothing
+  // goes up and the cursor is not stored, so the normal pass sees them again once the device
+  // is compliant (they are stored once, by id).
+  Result<void> run_it_only(HttpsClient& client, SyncReport& report, std::string& why) {
+    return pull(client, Pass::it, 0, report, why, nullptr);
+  }
+
   // One long poll from the stored cursor; its page is committed like any other. True if it
   // brought changes (more may wait: run() fetches them).
   Result<bool> poll(HttpsClient& client, int wait_seconds, SyncReport& report, std::string& why) {
@@ -406,10 +626,10 @@ class MessageLane {
   }
 
  private:
-  enum class Pass { urgent, normal };
+  enum class Pass { urgent, it, normal };
 
-  // The urgent pass pages with the cursors it is given but never stores them: the normal pass
-  // must still see everything after the stored cursor.
+  // The urgent and IT passes page with the cursors they are given but never store them: the
+  // normal pass must still see everything after the stored cursor.
   Result<void> pull(HttpsClient& client, Pass pass, int wait_seconds, SyncReport& report,
                     std::string& why, bool* news) {
     std::string cursor;
@@ -428,6 +648,8 @@ class MessageLane {
       std::string target = "/v1/inbox?cursor=" + cursor + "&limit=" + std::to_string(limit);
       if (pass == Pass::urgent)
         target += "&priority=urgent";
+      if (pass == Pass::it)
+        target += "&from=it";
       if (wait_seconds > 0)
         target += "&wait=" + std::to_string(wait_seconds);
       auto response = client.request("GET", target);
@@ -439,8 +661,8 @@ class MessageLane {
       }
       if (response.value().status == 409) {
         // The server's database was replaced. The normal pass starts the inbox again (pages
-        // are applied by id, so what is held is not doubled); the urgent pass leaves it to it.
-        if (pass == Pass::urgent)
+        // are applied by id, so what is held is not doubled); the other passes leave it to it.
+        if (pass != Pass::normal)
           return ok();
         if (!reset_once) {
           reset_once = true;
@@ -461,7 +683,7 @@ class MessageLane {
       {
         std::lock_guard lock(store_mutex_);
         auto applied = messages_.apply_inbox(
-            page.value().changes, pass == Pass::urgent ? std::string() : page.value().cursor,
+            page.value().changes, pass == Pass::normal ? page.value().cursor : std::string(),
             unix_now());
         if (!applied) {
           why = "received messages could not be stored; the inbox is fetched again next time";
@@ -728,7 +950,9 @@ class MessageLaneThread {
 // Failures another try cannot mend: watch() ends on them.
 bool cannot_mend(std::error_code e) {
   return e == errc::not_enrolled || e == errc::no_store || e == errc::newer_schema ||
-         e == errc::server_untrusted || e == crypto::errc::wrong_key || e == crypto::errc::damaged;
+         e == errc::server_untrusted || e == errc::device_locked || e == errc::device_wiped ||
+         e == errc::certificate_expired || e == crypto::errc::wrong_key ||
+         e == crypto::errc::damaged;
 }
 
 }  // namespace
@@ -736,6 +960,23 @@ bool cannot_mend(std::error_code e) {
 Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& why) {
   KABAN_TRY(identity, load_identity(store));
   KABAN_TRY(state, load_sync_state(store));
+  const std::filesystem::path dir = store.dir();
+  const ClockReading clock = read_clock_now();
+  std::int64_t now = 0;
+  KABAN_TRY(guard, prepare_guard(dir, identity, clock, now, why));
+  KABAN_TRYV(check_certificate_current(identity, now, why));
+  if (!guard.unreported.empty()) {
+    // Before the check-in, so the server does not send a command the device already carried
+    // out. A failure leaves them queued; a server out of reach would be so for the check-in too.
+    std::string report_why;
+    auto reported =
+        report_device_events(dir, {options.connect_timeout, options.request_timeout}, report_why);
+    if (!reported && reported.error() == errc::server_unreachable) {
+      why = report_why;
+      return reported.error();
+    }
+  }
+  const std::string network = platform::network_kind();
   ClientFactory clients(identity, options);
   SyncReport report;
   // Guards the store once the message-lane thread runs beside the chunk committer. Before and
@@ -746,7 +987,35 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   std::string lane_why;
   {
     HttpsClient control = clients.make(protocol::kMaxJsonResponseSize);
-    KABAN_TRYV(check_in(control, identity, report, why));
+    KABAN_TRY(answer, check_in(control, store, identity, guard, clock, network, report, why));
+    KABAN_TRY(accepted, accept_answer(dir, answer, clock, why));
+    guard = std::move(accepted);
+    KABAN_TRYV(obey_commands(dir, guard, answer, now, why));
+    if (!answer.certificate_pem.empty()) {
+      KABAN_TRYV(replace_certificate(
+          store, answer.certificate_pem,
+          std::chrono::system_clock::time_point(std::chrono::seconds(now)), why));
+      // The connections made from here on present the renewed certificate.
+      KABAN_TRY(renewed, load_identity(store));
+      identity = std::move(renewed);
+      report.certificate_renewed = true;
+    }
+    if (answer.verdict == protocol::Verdict::blocked) {
+      if (auto ran = lane.run_it_only(control, report, lane_why); !ran) {
+        why = lane_why;
+        return ran.error();
+      }
+      control.close();
+      state.last_sync_at = unix_now();
+      state.last_server_time = report.server_time;
+      KABAN_TRYV(save_sync_state(store, state));
+      return report;
+    }
+    if (answer.courses) {
+      KABAN_TRY(restart_feed, keep_only_courses(store, *answer.courses, report, why));
+      if (restart_feed)
+        state.cursor.clear();
+    }
     // Messages before course content. A message-lane failure does not hold up the courses
     // either: it is reported once they are synced.
     if (auto ran = lane.run(control, report, lane_why); !ran) {
@@ -762,6 +1031,7 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
 
   Library library(store);
   KABAN_TRY(missing, library.missing_chunks());
+  missing = chunks_allowed(std::move(missing), current_policy(guard), network, dir, report);
   if (!missing.empty()) {
     std::uint64_t total = 0;
     for (const protocol::ChunkRef& c : missing)
@@ -811,6 +1081,9 @@ Result<void> watch(Store& store, const WatchOptions& options, std::string& why) 
   std::mt19937_64 random(std::random_device{}());
   int failures = 0;
   bool offered = true;
+  // The last check-in's verdict was blocked: no long polls (they would bring everyone's
+  // messages), only full rounds, each with its pass of IT's messages.
+  bool blocked = false;
   // After a lane run the next step is a poll, even if items are still pending (a server that
   // answered for none of them): otherwise this loop would hammer it.
   bool poll_next = false;
@@ -832,11 +1105,22 @@ Result<void> watch(Store& store, const WatchOptions& options, std::string& why) 
       if (synced) {
         round.report = std::move(synced).value();
         offered = round.report.messages_offered;
+        blocked = round.report.verdict == protocol::Verdict::blocked;
         next_full = Clock::now() + options.full_interval;
+        if (round.report.certificate_renewed) {
+          // The long poll's connection goes on with the renewed certificate.
+          if (auto renewed = load_identity(store)) {
+            identity = std::move(renewed).value();
+            poller.close();
+            poller = clients.make(protocol::kMaxJsonResponseSize,
+                                  std::chrono::seconds(wait) + options.long_poll_margin,
+                                  sync_options.stop);
+          }
+        }
       } else {
         outcome = synced.error();
       }
-    } else if (!offered) {
+    } else if (!offered || blocked) {
       sleep_for(next_full - Clock::now());
       continue;
     } else {

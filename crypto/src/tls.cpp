@@ -172,9 +172,88 @@ bool is_pinned(const SSL* ssl) {
   return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), pin_index()) != nullptr;
 }
 
+// ---- the server's check of client certificates ----------------------------------------------
+
+// Like the pin, the check lives in the SSL_CTX's ex_data and is freed with the context.
+void free_check(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<ClientCertificateCheck*>(ptr);
+}
+
+int check_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, &free_check);
+  if (index < 0)
+    detail::throw_openssl("SSL_CTX_get_ex_new_index");
+  return index;
+}
+
+const ClientCertificateCheck* check_of(const SSL* ssl) {
+  const auto* check = static_cast<const ClientCertificateCheck*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), check_index()));
+  return check != nullptr && *check ? check : nullptr;
+}
+
+void set_check(SSL_CTX* ctx, ClientCertificateCheck check) {
+  delete static_cast<ClientCertificateCheck*>(SSL_CTX_get_ex_data(ctx, check_index()));
+  auto owned = check ? std::make_unique<ClientCertificateCheck>(std::move(check)) : nullptr;
+  if (SSL_CTX_set_ex_data(ctx, check_index(), owned.get()) != 1)
+    detail::throw_openssl("SSL_CTX_set_ex_data");
+  owned.release();
+}
+
+// OpenSSL's chain verification calls this for every certificate of the chain, the leaf (depth
+// 0) last; only a leaf that passed everything else is put to the server's check. Runs inside a
+// handshake: it must not throw into OpenSSL.
+int verify_client(int preverify_ok, X509_STORE_CTX* store) noexcept {
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0)
+    return preverify_ok;
+  const auto* ssl = static_cast<const SSL*>(
+      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const ClientCertificateCheck* check = ssl != nullptr ? check_of(ssl) : nullptr;
+  if (check == nullptr)
+    return 1;
+  try {
+    if ((*check)(der_of(X509_STORE_CTX_get_current_cert(store))))
+      return 1;
+    X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REVOKED);
+  } catch (...) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_UNSPECIFIED);
+  }
+  return 0;
+}
+
+// A resumed session skips chain verification, so a ticket made before the device was revoked
+// would still let it in: its certificate is put to the check here, and a refused one makes the
+// client go through a full handshake (which then fails in verify_client). Otherwise this does
+// what OpenSSL does without a callback.
+SSL_TICKET_RETURN decrypt_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char*, size_t,
+                                 SSL_TICKET_STATUS status, void*) noexcept {
+  switch (status) {
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+      break;
+    default:
+      return SSL_TICKET_RETURN_ABORT;
+  }
+  const ClientCertificateCheck* check = check_of(ssl);
+  X509* peer = session != nullptr ? SSL_SESSION_get0_peer(session) : nullptr;
+  if (check != nullptr && peer != nullptr) {
+    try {
+      if (!(*check)(der_of(peer)))
+        return SSL_TICKET_RETURN_IGNORE;
+    } catch (...) {
+      return SSL_TICKET_RETURN_IGNORE;
+    }
+  }
+  return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
+}
+
 }  // namespace
 
-Result<void> configure_server_tls(boost::asio::ssl::context& context, const TlsServerIdentity& id) {
+Result<void> configure_server_tls(boost::asio::ssl::context& context, const TlsServerIdentity& id,
+                                  ClientCertificateCheck check) {
   SSL_CTX* ctx = context.native_handle();
   apply_common_settings(ctx);
   SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -205,7 +284,13 @@ Result<void> configure_server_tls(boost::asio::ssl::context& context, const TlsS
       detail::throw_openssl("SSL_CTX_add_client_CA");
   }
   // No FAIL_IF_NO_PEER_CERT: enrollment comes without a certificate; the API decides per route.
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  set_check(ctx, std::move(check));
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, &verify_client);
+  // Resumption only from tickets, which decrypt_ticket checks: a session-id cache would resume
+  // without asking.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  if (SSL_CTX_set_session_ticket_cb(ctx, nullptr, &decrypt_ticket, nullptr) != 1)
+    detail::throw_openssl("SSL_CTX_set_session_ticket_cb");
   return ok();
 }
 
@@ -288,8 +373,13 @@ std::string describe_verify_failure(ssl_st* ssl) {
              "or the server was set up again (then enroll the device again)";
     case X509_V_ERR_CERT_NOT_YET_VALID:
     case X509_V_ERR_CERT_HAS_EXPIRED:
-      return whose + " is expired or not yet valid: check this computer's date and time" +
-             (server ? ", then renew the device's certificate" : ", then ask IT to renew it");
+      if (server)
+        return whose +
+               " is expired or not yet valid: the device did not check in to renew it in time "
+               "and must enroll again (unless this server's clock is wrong)";
+      return whose +
+             " is expired or not yet valid: check this computer's date and time, then "
+             "ask IT to renew it";
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
       return whose +
@@ -298,10 +388,29 @@ std::string describe_verify_failure(ssl_st* ssl) {
     case X509_V_ERR_INVALID_PURPOSE:
       return whose + " is not meant for this use: ask IT to issue the right certificate";
     case X509_V_ERR_CERT_REVOKED:
+      if (server)
+        return whose + " belongs to a device IT revoked: it must enroll again with a new code";
       return whose + " has been revoked: enroll the device again";
     default:
       return whose + " was refused (" + X509_verify_cert_error_string(result) +
              "): ask IT to check the server's certificates";
+  }
+}
+
+bool is_certificate_refused_alert(unsigned long ssl_error) noexcept {
+  if (ERR_GET_LIB(ssl_error) != ERR_LIB_SSL)
+    return false;
+  switch (ERR_GET_REASON(ssl_error)) {
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+      return true;
+    default:
+      return false;
   }
 }
 

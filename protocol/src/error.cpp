@@ -17,6 +17,10 @@ const char* describe(errc e) noexcept {
       return "a field of the message has a value out of range or badly formed";
     case errc::too_large:
       return "the message, or a field in it, is over its size limit";
+    case errc::bad_signature:
+      return "a policy or lease from the server is unsigned or its signature does not verify; "
+             "it was not used and the one held before stays in force. Check in again, and ask "
+             "IT if this goes on";
   }
   return "unknown kaban.protocol error";
 }

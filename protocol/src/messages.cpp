@@ -8,11 +8,13 @@
 #include "json_reader.hpp"
 #include "kaban/protocol/error.hpp"
 #include "kaban/protocol/manifest.hpp"
+#include "wire_limits.hpp"
 
 namespace kaban::protocol {
 namespace {
 
 using detail::JsonReader;
+using detail::kLatestTime;
 using detail::Unknown;
 using nlohmann::json;
 
@@ -24,7 +26,20 @@ constexpr std::size_t kMaxEpoch = 64;
 constexpr std::size_t kMaxCursor = 128;
 constexpr std::size_t kMaxSignature = 128;
 constexpr std::size_t kMaxErrorMessage = 4096;
-constexpr std::string_view kPlatforms[] = {"linux", "macos", "windows", "android", "ios"};
+constexpr std::size_t kMaxSignedText = kMaxPolicyFileSize;
+constexpr std::size_t kMaxFact = 16;
+constexpr std::size_t kMaxOsVersionNumber = 64;
+constexpr std::int64_t kMaxPinLength = 1024;
+constexpr std::size_t kMaxNetwork = 16;
+constexpr std::size_t kMaxReasons = 32;
+constexpr std::size_t kMaxReasonSetting = 64;
+constexpr std::size_t kMaxReasonAction = 16;
+constexpr std::size_t kMaxReasonMessage = 1000;
+constexpr std::size_t kMaxCommands = 64;
+constexpr std::size_t kMaxCommandKind = 16;
+constexpr std::size_t kMaxCourses = 10'000;
+constexpr std::size_t kMaxCourseId = 64;
+constexpr std::string_view kNetworks[] = {"wifi", "cellular", "wired", "unknown"};
 
 json device_json(const DeviceDescription& d) {
   return {{"platform", d.platform},
@@ -45,8 +60,7 @@ DeviceDescription read_device(JsonReader& parent, Unknown unknown) {
   d.model = r.text("model", kMaxDeviceFieldSize, false);
   d.name = r.text("name", kMaxDeviceFieldSize, false);
   d.agent_version = r.text("agent_version", kMaxDeviceFieldSize, false);
-  if (r.ok() &&
-      std::find(std::begin(kPlatforms), std::end(kPlatforms), d.platform) == std::end(kPlatforms))
+  if (r.ok() && !is_known_platform(d.platform))
     r.fail(errc::invalid_value, "device: platform \"" + d.platform +
                                     "\" is not one of linux, macos, windows, android, ios");
   std::string why;
@@ -60,6 +74,174 @@ bool is_lower_hex(std::string_view s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+json posture_json(const Posture& p) {
+  return {{"screen_lock", to_string(p.screen_lock)},
+          {"disk_encryption", to_string(p.disk_encryption)},
+          {"rooted", to_string(p.rooted)},
+          {"os_version_number", p.os_version_number},
+          {"pin_set", p.pin_set},
+          {"pin_length", p.pin_length},
+          {"pin_simple", p.pin_simple},
+          {"device_time", p.device_time},
+          {"clock_rollback_seconds", p.clock_rollback_seconds},
+          {"cache_bytes", p.cache_bytes},
+          {"network", p.network}};
+}
+
+json reasons_json(std::span<const ComplianceReason> reasons) {
+  json list = json::array();
+  for (const ComplianceReason& r : reasons)
+    list.push_back(
+        {{"setting", r.setting}, {"action", to_string(r.action)}, {"message", r.message}});
+  return list;
+}
+
+// A yes/no/unknown fact of the posture; `not_applicable` only where the caller allows it.
+Fact read_fact(JsonReader& r, std::string_view key, bool allow_not_applicable) {
+  const std::string text = r.text(key, kMaxFact);
+  if (!r.ok())
+    return Fact::unknown;
+  const std::optional<Fact> fact = parse_fact(text);
+  if (!fact || (*fact == Fact::not_applicable && !allow_not_applicable)) {
+    r.fail(errc::invalid_value, r.where() + ": \"" + std::string(key) +
+                                    "\" is not one of yes, no, unknown" +
+                                    (allow_not_applicable ? ", not_applicable" : ""));
+    return Fact::unknown;
+  }
+  return *fact;
+}
+
+// An older agent sends no posture: it is read as the defaults (nothing known).
+Posture read_posture(JsonReader& parent) {
+  Posture p;
+  const json* j = parent.object("posture", /*required=*/false);
+  if (!j)
+    return p;
+  JsonReader r(*j, "posture", Unknown::refuse);
+  p.screen_lock = read_fact(r, "screen_lock", false);
+  p.disk_encryption = read_fact(r, "disk_encryption", false);
+  p.rooted = read_fact(r, "rooted", true);
+  p.os_version_number = r.text("os_version_number", kMaxOsVersionNumber);
+  if (r.ok() && !p.os_version_number.empty() && !is_valid_version(p.os_version_number))
+    r.fail(errc::invalid_value,
+           "posture: \"os_version_number\" is not a dotted-decimal version such as \"13\" or "
+           "\"17.4.1\"");
+  p.pin_set = r.boolean("pin_set");
+  p.pin_length = static_cast<int>(r.integer("pin_length", 0, kMaxPinLength));
+  p.pin_simple = r.boolean("pin_simple");
+  p.device_time = r.integer("device_time", 0, kLatestTime);
+  p.clock_rollback_seconds = r.integer("clock_rollback_seconds", 0, kLatestTime);
+  p.cache_bytes = static_cast<std::uint64_t>(r.integer("cache_bytes", 0, INT64_MAX));
+  p.network = r.text("network", kMaxNetwork);
+  if (r.ok() &&
+      std::find(std::begin(kNetworks), std::end(kNetworks), p.network) == std::end(kNetworks))
+    r.fail(errc::invalid_value,
+           "posture: \"network\" is not one of wifi, cellular, wired, unknown");
+  std::string why;
+  if (const Result<void> done = r.finish(&why); !done)
+    parent.fail(static_cast<errc>(done.error().value()), why);
+  return p;
+}
+
+json signed_json(const SignedText& s) {
+  return {{"text", s.text}, {"signature", s.signature}};
+}
+
+// A signed document of an answer; absent (an older server) reads as empty. Its signature is
+// checked by verify_text, not here.
+SignedText read_signed(JsonReader& parent, std::string_view key) {
+  SignedText s;
+  const json* j = parent.object(key, /*required=*/false);
+  if (!j)
+    return s;
+  JsonReader r(*j, parent.where() + " " + std::string(key), Unknown::ignore);
+  s.text = r.text("text", kMaxSignedText);
+  s.signature = r.text("signature", kMaxSignature);
+  std::string why;
+  if (const Result<void> done = r.finish(&why); !done)
+    parent.fail(static_cast<errc>(done.error().value()), why);
+  return s;
+}
+
+// An optional SHA-256 in hex ("" when absent, from an older peer).
+std::string read_hash(JsonReader& r, std::string_view key) {
+  std::string hash = r.text(key, 64, /*required=*/false);
+  if (r.ok() && !hash.empty() && !is_sha256_hex(hash))
+    r.fail(errc::invalid_value,
+           r.where() + ": \"" + std::string(key) + "\" is not 64 lower-case hex digits");
+  return hash;
+}
+
+std::vector<ComplianceReason> read_reasons(JsonReader& r) {
+  std::vector<ComplianceReason> reasons;
+  const json* list = r.array("reasons", kMaxReasons, /*required=*/false);
+  if (!list)
+    return reasons;
+  for (const json& item : *list) {
+    JsonReader rr(item, "reason " + std::to_string(reasons.size() + 1), Unknown::ignore);
+    ComplianceReason reason;
+    reason.setting = rr.text("setting", kMaxReasonSetting);
+    const std::string action = rr.text("action", kMaxReasonAction);
+    reason.message = rr.text("message", kMaxReasonMessage);
+    if (rr.ok()) {
+      if (const auto a = parse_compliance_action(action))
+        reason.action = *a;
+      else
+        rr.fail(errc::invalid_value,
+                rr.where() + ": \"action\" is not one of none, warn, block, wipe");
+    }
+    std::string why;
+    if (const Result<void> done = rr.finish(&why); !done) {
+      r.fail(static_cast<errc>(done.error().value()), why);
+      break;
+    }
+    reasons.push_back(std::move(reason));
+  }
+  return reasons;
+}
+
+// IT's commands, oldest first. A kind this agent does not know (from a newer server) is skipped.
+std::vector<DeviceCommand> read_commands(JsonReader& r) {
+  std::vector<DeviceCommand> commands;
+  const json* list = r.array("commands", kMaxCommands, /*required=*/false);
+  if (!list)
+    return commands;
+  std::size_t n = 0;
+  for (const json& item : *list) {
+    JsonReader cr(item, "command " + std::to_string(++n), Unknown::ignore);
+    DeviceCommand command;
+    command.id = cr.integer("id", 1, INT64_MAX);
+    const std::optional<CommandKind> kind = parse_command_kind(cr.text("kind", kMaxCommandKind));
+    std::string why;
+    if (const Result<void> done = cr.finish(&why); !done) {
+      r.fail(static_cast<errc>(done.error().value()), why);
+      break;
+    }
+    if (kind) {
+      command.kind = *kind;
+      commands.push_back(command);
+    }
+  }
+  return commands;
+}
+
+std::optional<std::vector<std::string>> read_courses(JsonReader& r) {
+  const json* list = r.array("courses", kMaxCourses, /*required=*/false);
+  if (!list)
+    return std::nullopt;
+  std::vector<std::string> courses;
+  courses.reserve(list->size());
+  for (const json& id : *list) {
+    if (!id.is_string() || id.get_ref<const std::string&>().size() > kMaxCourseId ||
+        !is_valid_id(id.get_ref<const std::string&>())) {
+      r.fail(errc::invalid_value, r.where() + ": \"courses\" must be a list of course ids");
+      return std::nullopt;
+    }
+    courses.push_back(id.get<std::string>());
+  }
+  return courses;
+}
+
 // The body as a JSON object, within `max` bytes; the caller reads its fields.
 Result<json> parse_object(std::string_view text, std::size_t max, std::string* why) {
   json j;
@@ -69,33 +251,83 @@ Result<json> parse_object(std::string_view text, std::size_t max, std::string* w
 
 }  // namespace
 
+std::string to_json(const Posture& v) {
+  return posture_json(v).dump();
+}
+
+std::string reasons_to_json(std::span<const ComplianceReason> reasons) {
+  return reasons_json(reasons).dump();
+}
+
+Result<std::vector<ComplianceReason>> parse_reasons(std::string_view text, std::string* why) {
+  if (text.size() > kMaxJsonResponseSize)
+    return errc::too_large;
+  json list = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!list.is_array()) {
+    if (why)
+      *why = "the reasons are not a JSON array";
+    return errc::malformed;
+  }
+  // The reader reads fields of an object: hold the array as a check-in answer does.
+  const json holder = {{"reasons", std::move(list)}};
+  JsonReader r(holder, "reasons", Unknown::ignore);
+  std::vector<ComplianceReason> reasons = read_reasons(r);
+  KABAN_TRYV(r.finish(why));
+  return reasons;
+}
+
 std::string to_json(const DeviceDescription& v) {
   return device_json(v).dump();
 }
 
 std::string to_json(const EnrollRequest& v) {
-  return json{{"code", v.code}, {"csr", v.csr_pem}, {"device", device_json(v.device)}}.dump();
+  json j = {{"code", v.code}, {"csr", v.csr_pem}, {"device", device_json(v.device)}};
+  // Left out when there is none, so the request reads as an older agent's.
+  if (!v.report_token_hash.empty())
+    j["report_token_hash"] = v.report_token_hash;
+  return j.dump();
 }
 
 std::string to_json(const EnrollResponse& v) {
-  return json{
-      {"device_id", v.device_id},         {"login", v.login}, {"user_name", v.user_name},
-      {"certificate", v.certificate_pem}, {"ca", v.ca_pem},   {"signing_key", v.signing_key},
-      {"server_epoch", v.server_epoch}}
+  return json{{"device_id", v.device_id},
+              {"login", v.login},
+              {"user_name", v.user_name},
+              {"certificate", v.certificate_pem},
+              {"ca", v.ca_pem},
+              {"signing_key", v.signing_key},
+              {"server_epoch", v.server_epoch},
+              {"policy", signed_json(v.policy)}}
       .dump();
 }
 
 std::string to_json(const CheckinRequest& v) {
-  return json{{"device", device_json(v.device)}}.dump();
+  json j = {{"device", device_json(v.device)}, {"posture", posture_json(v.posture)}};
+  if (!v.csr_pem.empty())
+    j["csr"] = v.csr_pem;
+  if (!v.report_token_hash.empty())
+    j["report_token_hash"] = v.report_token_hash;
+  return j.dump();
 }
 
 std::string to_json(const CheckinResponse& v) {
-  return json{{"device_id", v.device_id},
-              {"login", v.login},
-              {"server_time", v.server_time},
-              {"verdict", v.verdict},
-              {"server_epoch", v.server_epoch}}
-      .dump();
+  json commands = json::array();
+  for (const DeviceCommand& c : v.commands)
+    commands.push_back({{"id", c.id}, {"kind", to_string(c.kind)}});
+  json j = {{"device_id", v.device_id},
+            {"login", v.login},
+            {"server_time", v.server_time},
+            {"verdict", to_string(v.verdict)},
+            {"reasons", reasons_json(v.reasons)},
+            {"server_epoch", v.server_epoch},
+            {"policy", signed_json(v.policy)},
+            {"lease", signed_json(v.lease)},
+            {"certificate", v.certificate_pem},
+            {"commands", std::move(commands)},
+            {"unlock_code_hash", v.unlock_code_hash}};
+  // Absent, not empty: an empty list would tell the device to remove every course.
+  if (v.courses)
+    j["courses"] = *v.courses;
+  return j.dump();
 }
 
 std::string to_json(const ChangesResponse& v) {
@@ -125,6 +357,7 @@ Result<EnrollRequest> parse_enroll_request(std::string_view text, std::string* w
   v.code = r.text("code", kMaxCode);
   v.csr_pem = r.text("csr", kMaxCsr);
   v.device = read_device(r, Unknown::refuse);
+  v.report_token_hash = read_hash(r, "report_token_hash");
   KABAN_TRYV(r.finish(why));
   return v;
 }
@@ -140,6 +373,7 @@ Result<EnrollResponse> parse_enroll_response(std::string_view text, std::string*
   v.ca_pem = r.text("ca", kMaxPem);
   v.signing_key = r.text("signing_key", 64);
   v.server_epoch = r.text("server_epoch", kMaxEpoch);
+  v.policy = read_signed(r, "policy");
   if (r.ok() && (v.signing_key.size() != 64 || !is_lower_hex(v.signing_key)))
     r.fail(errc::invalid_value, "enrollment answer: signing_key is not 64 hex digits");
   KABAN_TRYV(r.finish(why));
@@ -151,6 +385,9 @@ Result<CheckinRequest> parse_checkin_request(std::string_view text, std::string*
   JsonReader r(j, "check-in", Unknown::refuse);
   CheckinRequest v;
   v.device = read_device(r, Unknown::refuse);
+  v.posture = read_posture(r);
+  v.csr_pem = r.text("csr", kMaxCsr, /*required=*/false);
+  v.report_token_hash = read_hash(r, "report_token_hash");
   KABAN_TRYV(r.finish(why));
   return v;
 }
@@ -162,8 +399,22 @@ Result<CheckinResponse> parse_checkin_response(std::string_view text, std::strin
   v.device_id = r.text("device_id", 64);
   v.login = r.text("login", 64);
   v.server_time = r.integer("server_time", 0, INT64_MAX);
-  v.verdict = r.text("verdict", 32);
+  const std::string verdict = r.text("verdict", 32);
+  if (r.ok()) {
+    if (const std::optional<Verdict> parsed = parse_verdict(verdict))
+      v.verdict = *parsed;
+    else
+      r.fail(errc::invalid_value,
+             "check-in answer: \"verdict\" is not one of compliant, warn, blocked, wipe");
+  }
+  v.reasons = read_reasons(r);
   v.server_epoch = r.text("server_epoch", kMaxEpoch);
+  v.policy = read_signed(r, "policy");
+  v.lease = read_signed(r, "lease");
+  v.certificate_pem = r.text("certificate", kMaxPem, /*required=*/false);
+  v.commands = read_commands(r);
+  v.courses = read_courses(r);
+  v.unlock_code_hash = read_hash(r, "unlock_code_hash");
   KABAN_TRYV(r.finish(why));
   return v;
 }

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "admin_output.hpp"
+#include "channel_rows.hpp"
 #include "kaban/crypto/bytes.hpp"
 #include "kaban/crypto/random.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
@@ -34,103 +36,17 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-UnixTime now() {
-  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
-}
-
-// "2026-11-23 10:04" in UTC, or "never" for the epoch.
-std::string format_time(UnixTime t) {
-  if (t.time_since_epoch().count() == 0)
-    return "never";
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
-}
-
-std::string iso_time(UnixTime t) {
-  return protocol::format_timestamp(to_unix(t));
-}
-
-std::string format_size(std::uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  std::ostringstream s;
-  if (u == 0)
-    s << bytes << " B";
-  else
-    s << std::fixed << std::setprecision(1) << v << ' ' << units[u];
-  return s.str();
-}
-
-// Keeps `why` filled: the specific sentence when the callee gave one, else the error's message.
-template <class T>
-Result<T> explain(Result<T> r, std::string& why) {
-  if (!r && why.empty())
-    why = r.error().message();
-  return r;
-}
-
-Result<std::unique_ptr<SQLite::Database>> open(const fs::path& dir, std::string& why) {
-  return explain(open_database(dir), why);
-}
-
-// Prints rows as aligned columns under a header.
-void print_table(std::ostream& out, const std::vector<std::string>& header,
-                 const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> width(header.size());
-  for (std::size_t i = 0; i < header.size(); ++i)
-    width[i] = header[i].size();
-  for (const auto& row : rows)
-    for (std::size_t i = 0; i < row.size(); ++i)
-      width[i] = std::max(width[i], row[i].size());
-  auto line = [&](const std::vector<std::string>& cells) {
-    for (std::size_t i = 0; i < cells.size(); ++i) {
-      out << cells[i];
-      if (i + 1 < cells.size())
-        out << std::string(width[i] - cells[i].size() + 2, ' ');
-    }
-    out << '\n';
-  };
-  line(header);
-  for (const auto& row : rows)
-    line(row);
-}
-
-// One CSV cell (RFC 4180). A cell a spreadsheet would take for a formula gets a leading '.
-std::string csv_cell(const std::string& text) {
-  std::string cell = text;
-  if (!cell.empty() && std::string_view("=+-@").find(cell.front()) != std::string_view::npos)
-    cell.insert(cell.begin(), '\'');
-  if (cell.find_first_of(",\"\r\n") == std::string::npos)
-    return cell;
-  std::string quoted = "\"";
-  for (const char c : cell) {
-    if (c == '"')
-      quoted += '"';
-    quoted += c;
-  }
-  return quoted + '"';
-}
-
-void print_csv(std::ostream& out, const std::vector<std::string>& header,
-               const std::vector<std::vector<std::string>>& rows) {
-  auto line = [&](const std::vector<std::string>& cells) {
-    for (std::size_t i = 0; i < cells.size(); ++i)
-      out << (i == 0 ? "" : ",") << csv_cell(cells[i]);
-    out << "\r\n";
-  };
-  line(header);
-  for (const auto& row : rows)
-    line(row);
-}
+using detail::count_of;
+using detail::explain;
+using detail::format_size;
+using detail::format_time;
+using detail::in_transaction;
+using detail::iso_time;
+using detail::now;
+using detail::open;
+using detail::print_csv;
+using detail::print_table;
+using detail::record_admin_action;
 
 // A mark's time in a listing: minutes in UTC for a person, RFC 3339 in CSV; "-" or "" if unset.
 std::string mark_time(std::int64_t t, Listing how) {
@@ -152,19 +68,24 @@ std::string time_spent(std::int64_t seconds, Listing how) {
   return s.str();
 }
 
-std::string count_of(std::size_t n, const char* one, const char* many) {
-  return std::to_string(n) + ' ' + (n == 1 ? one : many);
-}
-
-// Adds or removes members or senders with `change` and says how many changed:
-// "team-a: 2 of 3 added as members (the others already were)".
+// Adds or removes members or senders with `change`, records `event` if some changed, and says
+// how many: "team-a: 2 of 3 added as members (the others already were)".
 template <class Change>
 Result<void> change_people(const fs::path& dir, const std::string& channel,
-                           std::span<const std::string> logins, const char* done,
+                           std::span<const std::string> logins, const char* event, const char* done,
                            const char* others, Change change, std::ostream& out, std::string& why) {
   KABAN_TRY(db, open(dir, why));
   Messaging messaging(*db);
-  KABAN_TRY(changed, explain(change(messaging, now()), why));
+  auto counted = in_transaction(*db, [&]() -> Result<int> {
+    KABAN_TRY(n, change(messaging, now()));
+    if (n > 0) {
+      KABAN_TRYV(record_admin_action(
+          *db, event, channel,
+          {{"logins", std::vector<std::string>(logins.begin(), logins.end())}, {"changed", n}}));
+    }
+    return n;
+  });
+  KABAN_TRY(changed, explain(std::move(counted), why));
   out << channel << ": " << changed << " of " << logins.size() << ' ' << done;
   if (static_cast<std::size_t>(changed) < logins.size())
     out << " (" << others << ')';
@@ -200,7 +121,11 @@ Result<void> admin_user_add(const fs::path& dir, std::string_view login, std::st
                             std::ostream& out, std::string& why) {
   KABAN_TRY(db, open(dir, why));
   Directory directory(*db);
-  KABAN_TRYV(explain(directory.add_user(login, name, now()), why));
+  auto added = in_transaction(*db, [&]() -> Result<void> {
+    KABAN_TRYV(directory.add_user(login, name, now()));
+    return record_admin_action(*db, "user_added", login, {{"name", std::string(name)}});
+  });
+  KABAN_TRYV(explain(std::move(added), why));
   out << "added user " << login << " (" << name << ")\n";
   return ok();
 }
@@ -253,7 +178,14 @@ Result<void> admin_enroll_code(const fs::path& dir, std::string_view login,
     return make_error_code(std::errc::invalid_argument);
   }
   Directory directory(*db);
-  KABAN_TRY(code, explain(directory.create_enroll_code(login, ttl, now()), why));
+  // The entry names the person and the code's lifetime, never the code.
+  auto created = in_transaction(*db, [&]() -> Result<std::string> {
+    KABAN_TRY(c, directory.create_enroll_code(login, ttl, now()));
+    KABAN_TRYV(
+        record_admin_action(*db, "enroll_code_created", login, {{"ttl_seconds", ttl.count()}}));
+    return c;
+  });
+  KABAN_TRY(code, explain(std::move(created), why));
   const std::string text =
       "kaban://" + address + "?code=" + code + "&ca=" + identity.ca_fingerprint;
   std::string parse_why;
@@ -273,7 +205,14 @@ Result<void> admin_course_publish(const fs::path& dir, const fs::path& folder, s
   KABAN_TRY(identity, explain(load_identity(dir), why));
   KABAN_TRY(db, open(dir, why));
   Catalog catalog(*db, dir);
-  KABAN_TRY(published, explain(catalog.publish(course, identity.signing_key, now(), why), why));
+  auto done = in_transaction(*db, [&]() -> Result<PublishedVersion> {
+    KABAN_TRY(p, catalog.publish(course, identity.signing_key, now(), why));
+    KABAN_TRYV(record_admin_action(
+        *db, "course_published", p.course_id,
+        {{"version", p.version}, {"files", p.files}, {"bytes", p.total_bytes}}));
+    return p;
+  });
+  KABAN_TRY(published, explain(std::move(done), why));
   out << "published " << published.course_id << " version " << published.version << " ("
       << published.files << (published.files == 1 ? " file, " : " files, ")
       << format_size(published.total_bytes) << ", " << published.new_chunks << " new chunks, "
@@ -306,41 +245,16 @@ Result<void> admin_course_list(const fs::path& dir, Listing how, std::ostream& o
   return ok();
 }
 
-Result<void> admin_device_list(const fs::path& dir, Listing how, std::ostream& out,
-                               std::string& why) {
-  KABAN_TRY(db, open(dir, why));
-  Directory directory(*db);
-  KABAN_TRY(devices, explain(directory.list_devices(), why));
-  if (how == Listing::json) {
-    json list = json::array();
-    for (const Device& d : devices)
-      list.push_back({{"id", d.id},
-                      {"login", d.login},
-                      {"platform", d.description.platform},
-                      {"os_version", d.description.os_version},
-                      {"name", d.description.name},
-                      {"agent_version", d.description.agent_version},
-                      {"enrolled_at", iso_time(d.enrolled_at)},
-                      {"last_checkin_at", iso_time(d.last_checkin_at)},
-                      {"revoked", d.revoked}});
-    out << list.dump(2) << '\n';
-    return ok();
-  }
-  std::vector<std::vector<std::string>> rows;
-  for (const Device& d : devices)
-    rows.push_back({d.login, d.id, d.description.platform, d.description.name,
-                    format_time(d.enrolled_at), format_time(d.last_checkin_at),
-                    d.revoked ? "revoked" : "active"});
-  print_table(out, {"LOGIN", "DEVICE", "PLATFORM", "NAME", "ENROLLED", "LAST CHECK-IN", "STATUS"},
-              rows);
-  return ok();
-}
-
 Result<void> admin_channel_add(const fs::path& dir, std::string_view id, std::string_view title,
                                std::ostream& out, std::string& why) {
   KABAN_TRY(db, open(dir, why));
   Messaging messaging(*db);
-  KABAN_TRYV(explain(messaging.add_channel(id, title, now(), why), why));
+  auto added = in_transaction(*db, [&]() -> Result<void> {
+    KABAN_TRYV(messaging.add_channel(id, title, now(), why));
+    return record_admin_action(*db, "channel_added", id,
+                               {{"title", std::string(title.empty() ? id : title)}});
+  });
+  KABAN_TRYV(explain(std::move(added), why));
   out << "added channel " << id << " (" << (title.empty() ? id : title) << ")\n";
   return ok();
 }
@@ -384,7 +298,8 @@ Result<void> admin_channel_members_add(const fs::path& dir, std::string_view cha
                                        std::span<const std::string> logins, std::ostream& out,
                                        std::string& why) {
   return change_people(
-      dir, std::string(channel), logins, "added as members", "the others already were",
+      dir, std::string(channel), logins, "channel_members_added", "added as members",
+      "the others already were",
       [&](Messaging& m, UnixTime t) { return m.add_members(channel, logins, t, why); }, out, why);
 }
 
@@ -392,7 +307,8 @@ Result<void> admin_channel_members_remove(const fs::path& dir, std::string_view 
                                           std::span<const std::string> logins, std::ostream& out,
                                           std::string& why) {
   return change_people(
-      dir, std::string(channel), logins, "removed as members", "the others were not members",
+      dir, std::string(channel), logins, "channel_members_removed", "removed as members",
+      "the others were not members",
       [&](Messaging& m, UnixTime t) { return m.remove_members(channel, logins, t, why); }, out,
       why);
 }
@@ -401,8 +317,8 @@ Result<void> admin_channel_senders_add(const fs::path& dir, std::string_view aud
                                        std::span<const std::string> logins, std::ostream& out,
                                        std::string& why) {
   return change_people(
-      dir, protocol::announcement_channel_id(audience), logins, "named senders",
-      "the others already were",
+      dir, protocol::announcement_channel_id(audience), logins, "channel_senders_added",
+      "named senders", "the others already were",
       [&](Messaging& m, UnixTime t) { return m.add_senders(audience, logins, t, why); }, out, why);
 }
 
@@ -410,8 +326,8 @@ Result<void> admin_channel_senders_remove(const fs::path& dir, std::string_view 
                                           std::span<const std::string> logins, std::ostream& out,
                                           std::string& why) {
   return change_people(
-      dir, protocol::announcement_channel_id(audience), logins, "no longer senders",
-      "the others were not senders",
+      dir, protocol::announcement_channel_id(audience), logins, "channel_senders_removed",
+      "no longer senders", "the others were not senders",
       [&](Messaging& m, UnixTime t) { return m.remove_senders(audience, logins, t, why); }, out,
       why);
 }
@@ -420,7 +336,17 @@ Result<void> admin_announce(const fs::path& dir, const Announcement& announcemen
                             std::ostream& out, std::string& why) {
   KABAN_TRY(db, open(dir, why));
   Messaging messaging(*db);
-  KABAN_TRY(posted, explain(messaging.announce(announcement, now(), why), why));
+  auto done = in_transaction(*db, [&]() -> Result<PostedMessage> {
+    KABAN_TRY(p, messaging.announce(announcement, now(), why));
+    KABAN_TRYV(record_admin_action(
+        *db, "announcement_posted", protocol::announcement_channel_id(announcement.audience),
+        {{"message_id", p.id},
+         {"priority", std::string(protocol::to_string(announcement.priority))},
+         {"require_ack", announcement.require_ack},
+         {"from", announcement.sender_name}}));
+    return p;
+  });
+  KABAN_TRY(posted, explain(std::move(done), why));
   out << posted.id << '\n';
   return ok();
 }

@@ -9,20 +9,27 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "chunk_store.hpp"
 #include "kaban/crypto/sha256.hpp"
+#include "kaban/crypto/x509.hpp"
 #include "kaban/protocol/attachment.hpp"
+#include "kaban/protocol/compliance.hpp"
 #include "kaban/protocol/error.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
 #include "kaban/protocol/outbox.hpp"
 #include "kaban/protocol/version.hpp"
+#include "kaban/server/audit_log.hpp"
 #include "kaban/server/catalog.hpp"
+#include "kaban/server/compliance.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
 #include "kaban/server/messaging.hpp"
+#include "kaban/server/policies.hpp"
 #include "long_poll.hpp"
 
 namespace kaban::server {
@@ -37,7 +44,10 @@ constexpr std::string_view kChangesPath = "/v1/changes";
 constexpr std::string_view kChunksPrefix = "/v1/chunks/";
 constexpr std::string_view kOutboxPath = "/v1/outbox";
 constexpr std::string_view kInboxPath = "/v1/inbox";
+constexpr std::string_view kDeviceEventsPath = "/v1/device-events";
 constexpr std::string_view kUrgentPriority = "urgent";
+// GET /v1/inbox?from=it: only messages from IT (what a blocked device may still read).
+constexpr std::string_view kFromIt = "it";
 constexpr std::size_t kNoBody = 0;
 // PUT /v1/chunks/<sha256> answers: a new chunk, and one the server held already.
 constexpr const char* kChunkStored = R"({"stored":true})";
@@ -77,6 +87,21 @@ HttpResponse json_ok(std::string body) {
   HttpResponse r;
   r.body = std::move(body);
   return r;
+}
+
+std::string fingerprint_of(crypto::ByteView der) {
+  return crypto::to_hex(crypto::sha256(der));
+}
+
+std::chrono::system_clock::time_point as_time_point(UnixTime t) {
+  return std::chrono::system_clock::time_point(t.time_since_epoch());
+}
+
+// A renewal is due when the presented certificate has less than half the policy's lifetime left,
+// or more than the whole of it (the policy was shortened since it was issued).
+bool renewal_due(const crypto::Certificate& presented, std::chrono::seconds lifetime, UnixTime t) {
+  const auto left = presented.not_after() - as_time_point(t);
+  return left < lifetime / 2 || left > lifetime;
 }
 
 // A whole decimal number, or std::nullopt.
@@ -205,7 +230,17 @@ struct Api::Impl {
   };
 
   HttpResponse enroll(const HttpRequest& req);
+  // Records a failed enrollment in the audit log (never the code); a failure to write it does
+  // not change the answer.
+  void audit_enroll_failure(const HttpRequest& req, std::string_view reason);
   HttpResponse checkin(const HttpRequest& req, const Device& device, SQLite::Database& db);
+  // The renewal request of a check-in: a CSR signed by its key, for the key of the certificate
+  // the device presents. The refusal to answer with otherwise (400, nothing stored).
+  std::optional<HttpResponse> read_renewal_request(const std::string& csr_pem,
+                                                   const crypto::Bytes& presented,
+                                                   std::optional<crypto::CertificateRequest>& csr,
+                                                   std::optional<crypto::Certificate>& cert) const;
+  HttpResponse device_events(const HttpRequest& req);
   // The request's cursor, or the refusal to answer with (400 bad_cursor, 409 cursor_reset).
   std::optional<HttpResponse> read_cursor(const HttpRequest& req, protocol::Cursor& cursor) const;
   HttpResponse changes(const HttpRequest& req, const Device& device, SQLite::Database& db);
@@ -243,19 +278,30 @@ HttpResponse Api::Impl::enroll(const HttpRequest& req) {
   if (!conn)
     return storage_error();
   Directory directory(**conn.value());
+  const UnixTime enrolled_at = now();
+  EnrollOptions options;
+  options.report_token_hash = parsed.value().report_token_hash;
+  options.peer_address = req.peer_address;
   auto enrolled = directory.enroll_device(parsed.value().code, parsed.value().csr_pem,
-                                          parsed.value().device, now(), identity);
+                                          parsed.value().device, enrolled_at, identity, options);
   if (!enrolled) {
     const std::error_code e = enrolled.error();
-    if (e == errc::csr_invalid)
-      return error(400, "csr_invalid", e.message());
     if (e == errc::storage_failed)
       return storage_error();
+    if (e == errc::csr_invalid) {
+      audit_enroll_failure(req, "csr_invalid");
+      return error(400, "csr_invalid", e.message());
+    }
     limiter.record_failure(req.peer_address, t);
-    if (e == errc::enroll_code_used)
+    if (e == errc::enroll_code_used) {
+      audit_enroll_failure(req, "enroll_code_used");
       return error(409, "enroll_code_used", e.message());
-    if (e == errc::enroll_code_expired)
+    }
+    if (e == errc::enroll_code_expired) {
+      audit_enroll_failure(req, "enroll_code_expired");
       return error(401, "enroll_code_expired", e.message());
+    }
+    audit_enroll_failure(req, "enroll_code_invalid");
     return error(401, "enroll_code_invalid", e.message());
   }
   const EnrolledDevice& device = enrolled.value();
@@ -267,9 +313,43 @@ HttpResponse Api::Impl::enroll(const HttpRequest& req) {
   out.ca_pem = identity.ca_pem();
   out.signing_key = identity.signing_public_key;
   out.server_epoch = identity.server_epoch;
+  out.policy =
+      protocol::sign_text(protocol::device_policy_text({device.device_id, device.policy_version,
+                                                        to_unix(enrolled_at), device.policy}),
+                          identity.signing_key);
   HttpResponse r = json_ok(protocol::to_json(out));
   r.log_device = device.device_id;
   return r;
+}
+
+void Api::Impl::audit_enroll_failure(const HttpRequest& req, std::string_view reason) {
+  auto conn = connection();
+  if (!conn)
+    return;
+  (void)AuditLog(**conn.value())
+      .record("address:" + req.peer_address, "enroll_failed", "",
+              nlohmann::json{{"reason", reason}}.dump(), now());
+}
+
+std::optional<HttpResponse> Api::Impl::read_renewal_request(
+    const std::string& csr_pem, const crypto::Bytes& presented,
+    std::optional<crypto::CertificateRequest>& csr,
+    std::optional<crypto::Certificate>& cert) const {
+  auto parsed = crypto::CertificateRequest::from_pem(csr_pem);
+  if (!parsed || !parsed.value().verify())
+    return error(400, "csr_invalid",
+                 "the certificate request in the check-in does not parse or is not signed by "
+                 "its own key; nothing was recorded. Check in again without one, or enroll the "
+                 "device again");
+  auto certificate = crypto::Certificate::from_der(presented);
+  if (!certificate || parsed.value().public_key_der() != certificate.value().public_key_der())
+    return error(400, "csr_key_mismatch",
+                 "the certificate request in the check-in is for another key than the "
+                 "certificate this device presents; a renewal keeps the device's key. Nothing "
+                 "was recorded: check in again without a request, or enroll the device again");
+  csr = std::move(parsed).value();
+  cert = std::move(certificate).value();
+  return std::nullopt;
 }
 
 HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
@@ -278,17 +358,109 @@ HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
   auto parsed = protocol::parse_checkin_request(req.body, &why);
   if (!parsed)
     return refused_body(parsed.error(), why);
-  Directory directory(db);
+  const protocol::CheckinRequest& request = parsed.value();
+  // Checked before anything is stored: a refused check-in changes nothing.
+  std::optional<crypto::CertificateRequest> csr;
+  std::optional<crypto::Certificate> presented;
+  if (!request.csr_pem.empty()) {
+    if (auto refusal =
+            read_renewal_request(request.csr_pem, req.client_certificate, csr, presented))
+      return *refusal;
+  }
+
   const UnixTime t = now();
-  if (!directory.record_checkin(device.id, parsed.value().device, t))
+  auto effective = Policies(db).effective_for(device.login);
+  if (!effective)
     return storage_error();
+  const protocol::Policy& policy = effective.value().policy;
+  const std::int64_t version = effective.value().version;
+  ComplianceVerdict verdict = evaluate_compliance(policy, request.device, request.posture, t);
+  const protocol::Lease lease = make_lease(device.id, policy, version, verdict.verdict, t);
+
+  Directory directory(db);
+  CheckinRecord record;
+  record.description = request.device;
+  record.posture = request.posture;
+  record.verdict = verdict.verdict;
+  record.reasons = verdict.reasons;
+  record.policy_version = version;
+  record.block_after = lease.block_after;
+  record.wipe_after = lease.wipe_after;
+  record.clock_skew =
+      request.posture.device_time == 0 ? 0 : request.posture.device_time - to_unix(t);
+  record.report_token_hash = request.report_token_hash;
+  auto recorded = directory.record_checkin(device.id, record, t);
+  if (!recorded || !recorded.value())
+    return storage_error();
+
   protocol::CheckinResponse out;
   out.device_id = device.id;
   out.login = device.login;
   out.server_time = to_unix(t);
-  out.verdict = "compliant";
+  out.verdict = verdict.verdict;
+  out.reasons = std::move(verdict.reasons);
   out.server_epoch = identity.server_epoch;
+  out.policy = protocol::sign_text(
+      protocol::device_policy_text({device.id, version, to_unix(t), policy}), identity.signing_key);
+  out.lease = protocol::sign_text(protocol::lease_text(lease), identity.signing_key);
+
+  const bool in_good_standing =
+      out.verdict == protocol::Verdict::compliant || out.verdict == protocol::Verdict::warn;
+  const std::chrono::seconds lifetime = std::chrono::days(policy.certificate_lifetime_days);
+  if (csr && in_good_standing && renewal_due(*presented, lifetime, t)) {
+    auto renewed = directory.renew_certificate(device.id, *csr, lifetime, t, identity);
+    if (renewed)
+      out.certificate_pem = renewed.value().to_pem();
+    else if (renewed.error() == errc::storage_failed)
+      return storage_error();
+    // Otherwise the CA would not issue it (it expires first): the device keeps its certificate.
+  }
+  auto commands = directory.take_commands_to_send(device.id, t);
+  auto code = directory.unlock_code(device.id);
+  if (!commands || !code)
+    return storage_error();
+  out.commands = std::move(commands).value();
+  out.unlock_code_hash = protocol::unlock_code_hash(code.value());
+  if (in_good_standing) {
+    auto courses = Catalog(db, data_dir).visible_courses(device.login);
+    if (!courses)
+      return storage_error();
+    out.courses = std::move(courses).value();
+  }
   return json_ok(protocol::to_json(out));
+}
+
+HttpResponse Api::Impl::device_events(const HttpRequest& req) {
+  const auto t = Clock::now();
+  if (limiter.blocked(req.peer_address, t))
+    return error(429, "too_many_attempts",
+                 "too many wrong report tokens or enrollment codes from this address; wait and "
+                 "try again");
+  std::string why;
+  auto parsed = protocol::parse_device_events_request(req.body, &why);
+  if (!parsed)
+    return refused_body(parsed.error(), why);
+  const protocol::DeviceEventsRequest& request = parsed.value();
+  auto conn = connection();
+  if (!conn)
+    return storage_error();
+  Directory directory(**conn.value());
+  auto matches = directory.report_token_matches(request.device_id, request.report_token);
+  if (!matches)
+    return storage_error();
+  if (!matches.value()) {
+    limiter.record_failure(req.peer_address, t);
+    return error(401, "bad_token",
+                 "the report token is not this device's; nothing was recorded. A device "
+                 "enrolled again reports with its new token; IT can see the device's state with "
+                 "`admin device list`");
+  }
+  auto applied = directory.record_device_events(request.device_id, request.events, now());
+  if (!applied)
+    return storage_error();
+  HttpResponse r = json_ok(nlohmann::json{{"accepted", applied.value()}}.dump());
+  r.log_device = request.device_id;
+  return r;
 }
 
 std::optional<HttpResponse> Api::Impl::read_cursor(const HttpRequest& req,
@@ -372,6 +544,12 @@ std::optional<HttpResponse> Api::Impl::read_inbox_query(const HttpRequest& req,
       return error(400, "bad_request",
                    "priority takes only \"urgent\" (urgent and emergency messages only)");
     query.scope = InboxScope::urgent_only;
+  }
+  // IT's messages are few; with from=it a priority filter would only hide some of them.
+  if (auto it = req.query.find("from"); it != req.query.end() && !it->second.empty()) {
+    if (it->second != kFromIt)
+      return error(400, "bad_request", "from takes only \"it\" (messages from IT only)");
+    query.scope = InboxScope::it_only;
   }
   query.wait = std::chrono::seconds{0};
   if (auto it = req.query.find("wait"); it != req.query.end()) {
@@ -561,15 +739,18 @@ std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Rou
   if (req.client_certificate.empty())
     return error(401, "certificate_required",
                  "this endpoint needs the device certificate; enroll the device first");
-  const std::string device_id = crypto::to_hex(crypto::sha256(req.client_certificate));
   auto conn = connection();
   if (!conn)
     return storage_error();
   SQLite::Database& db = **conn.value();
   Directory directory(db);
-  auto found = directory.find_device(device_id);
+  // A device is known by any certificate issued to it; its id is that of the first.
+  auto found = directory.find_device_by_certificate(fingerprint_of(req.client_certificate));
   if (!found)
     return storage_error();
+  std::string blocked;
+  if (found.value() && req.path != kCheckinPath)
+    blocked = blocked_reason(*found.value(), now());
   std::optional<HttpResponse> r;
   if (!found.value()) {
     r = error(403, "unknown_device",
@@ -578,6 +759,10 @@ std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Rou
     r = error(403, "device_revoked", "IT revoked this device; ask IT for a new enrollment code");
   } else if (req.path == kCheckinPath) {
     r = checkin(req, *found.value(), db);
+  } else if (!blocked.empty() && !(req.path == kInboxPath && req.query.contains("from") &&
+                                   req.query.at("from") == kFromIt)) {
+    // Only IT's messages and the check-in stay open to a blocked device.
+    r = error(403, "device_blocked", blocked);
   } else if (req.path == kChangesPath) {
     r = changes(req, *found.value(), db);
   } else if (req.path == kOutboxPath) {
@@ -591,7 +776,7 @@ std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Rou
     r = chunk(std::string_view(req.path).substr(kChunksPrefix.size()), *found.value(), db);
   }
   if (r)
-    r->log_device = device_id;
+    r->log_device = found.value() ? found.value()->id : fingerprint_of(req.client_certificate);
   return r;
 }
 
@@ -600,6 +785,8 @@ std::optional<HttpResponse> Api::Impl::dispatch(const HttpRequest& request, Rout
   std::string endpoint = request.path;
   if (request.path == kEnrollPath) {
     r = enroll(request);
+  } else if (request.path == kDeviceEventsPath) {
+    r = device_events(request);
   } else {
     r = authenticated(request, reply);
     if (request.path.starts_with(kChunksPrefix))
@@ -634,6 +821,8 @@ std::optional<std::size_t> Api::body_limit(const HttpRequest& head, HttpResponse
     return expect("POST", protocol::kMaxOutboxRequestSize);
   if (path == kInboxPath)
     return expect("GET", kNoBody);
+  if (path == kDeviceEventsPath)
+    return expect("POST", protocol::kMaxDeviceEventsRequestSize);
   if (path.starts_with(kChunksPrefix)) {
     if (head.method == "PUT")
       return protocol::kAttachmentChunkSize;
@@ -657,6 +846,16 @@ void Api::handle_async(HttpRequest request, Reply reply) {
 
 void Api::stopping() {
   impl_->long_poll->stop();
+}
+
+bool Api::accept_client_certificate(crypto::ByteView der) {
+  // Fails open on a storage error: every request looks the device up again and refuses a
+  // revoked one, so nothing is served that should not be.
+  auto conn = impl_->connection();
+  if (!conn)
+    return true;
+  auto revoked = Directory(**conn.value()).certificate_revoked(fingerprint_of(der));
+  return !revoked || !revoked.value();
 }
 
 }  // namespace kaban::server

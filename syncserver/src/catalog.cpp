@@ -15,6 +15,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 
+#include "channel_rows.hpp"
 #include "chunk_store.hpp"
 #include "kaban/crypto/bytes.hpp"
 #include "kaban/crypto/sha256.hpp"
@@ -32,11 +33,14 @@ using detail::FileDescriptor;
 using detail::store_chunk;
 using detail::sync_directory;
 
-// Which courses a login may see. The one place this is decided: groups will add their
-// membership test here, and every query that filters by visibility uses this text with a
-// :login parameter.
+// Which courses a login may see: those assigned to "all" while the login exists, and those
+// assigned to a group it is a current member of. The one place this is decided: every query that
+// filters by visibility uses this text, over courses `c`, with a :login parameter.
 constexpr const char* kVisibleToLogin =
-    "(c.audience = 'all' AND EXISTS (SELECT 1 FROM users u WHERE u.login = :login))";
+    "EXISTS (SELECT 1 FROM course_assignments ca WHERE ca.course_id = c.id AND ("
+    "(ca.audience = 'all' AND EXISTS (SELECT 1 FROM users u WHERE u.login = :login)) OR "
+    "EXISTS (SELECT 1 FROM channel_members m WHERE m.channel_id = ca.audience AND "
+    "m.login = :login AND m.role = 'member' AND m.removed = 0)))";
 
 // Fills `buffer` as far as the file allows; returns the bytes read (less only at the end).
 Result<std::size_t> read_up_to(int fd, crypto::MutableByteView buffer) {
@@ -137,68 +141,83 @@ Result<PublishedVersion> Catalog::publish(const CourseSource& course,
   result.course_id = course.id;
   result.files = manifest.files.size();
   result.total_bytes = manifest.total_size();
-  try {
-    // IMMEDIATE: the version and sequence numbers read here must still be free at commit.
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
-    SQLite::Statement last_version(
-        db_, "SELECT coalesce(max(version), 0) FROM course_versions WHERE course_id = ?");
-    last_version.bind(1, course.id);
-    last_version.executeStep();
-    manifest.version = last_version.getColumn(0).getInt64() + 1;
-    SQLite::Statement last_seq(db_, "SELECT coalesce(max(seq), 0) FROM course_versions");
-    last_seq.executeStep();
-    const std::int64_t seq = last_seq.getColumn(0).getInt64() + 1;
+  // in_transaction is IMMEDIATE: the version and sequence numbers read here must still be free at
+  // commit. Inside the caller's transaction (`admin course publish` records the publish in the
+  // audit log in the same one), it is a savepoint of it.
+  auto recorded = detail::in_transaction(db_, [&]() -> Result<void> {
+    try {
+      SQLite::Statement last_version(
+          db_, "SELECT coalesce(max(version), 0) FROM course_versions WHERE course_id = ?");
+      last_version.bind(1, course.id);
+      last_version.executeStep();
+      manifest.version = last_version.getColumn(0).getInt64() + 1;
+      SQLite::Statement last_seq(db_, "SELECT coalesce(max(seq), 0) FROM course_versions");
+      last_seq.executeStep();
+      const std::int64_t seq = last_seq.getColumn(0).getInt64() + 1;
 
-    const std::string manifest_json = protocol::manifest_to_json(manifest);
-    if (manifest_json.size() > protocol::kMaxManifestSize) {
-      why = "the manifest would be " + std::to_string(manifest_json.size()) +
-            " bytes; the limit is " + std::to_string(protocol::kMaxManifestSize) +
-            ". Split the course";
-      return errc::course_invalid;
+      const std::string manifest_json = protocol::manifest_to_json(manifest);
+      if (manifest_json.size() > protocol::kMaxManifestSize) {
+        why = "the manifest would be " + std::to_string(manifest_json.size()) +
+              " bytes; the limit is " + std::to_string(protocol::kMaxManifestSize) +
+              ". Split the course";
+        return errc::course_invalid;
+      }
+      const auto signature = signing_key.sign(crypto::as_bytes(manifest_json));
+
+      SQLite::Statement upsert_course(db_,
+                                      "INSERT INTO courses(id, title, created_at) VALUES (?, ?, ?) "
+                                      "ON CONFLICT(id) DO UPDATE SET title = excluded.title");
+      upsert_course.bind(1, course.id);
+      upsert_course.bind(2, course.title);
+      upsert_course.bind(3, to_unix(now));
+      upsert_course.exec();
+      // A new course is for everyone until `admin course assign` says otherwise.
+      if (manifest.version == 1) {
+        SQLite::Statement assign_all(
+            db_,
+            "INSERT OR IGNORE INTO course_assignments(course_id, audience) "
+            "VALUES (?, 'all')");
+        assign_all.bind(1, course.id);
+        assign_all.exec();
+      }
+
+      SQLite::Statement insert_version(
+          db_,
+          "INSERT INTO course_versions(course_id, version, manifest, signature, published_at, seq, "
+          "file_count, total_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+      insert_version.bind(1, course.id);
+      insert_version.bind(2, manifest.version);
+      insert_version.bind(3, manifest_json);
+      insert_version.bind(4, crypto::to_hex(signature));
+      insert_version.bind(5, to_unix(now));
+      insert_version.bind(6, seq);
+      insert_version.bind(7, static_cast<std::int64_t>(manifest.files.size()));
+      insert_version.bind(8, static_cast<std::int64_t>(result.total_bytes));
+      insert_version.exec();
+
+      SQLite::Statement insert_chunk(db_, "INSERT OR IGNORE INTO chunks(hash, size) VALUES (?, ?)");
+      SQLite::Statement link_chunk(
+          db_, "INSERT INTO version_chunks(course_id, version, hash) VALUES (?, ?, ?)");
+      for (const auto& [hash, size] : chunk_sizes) {
+        insert_chunk.bind(1, hash);
+        insert_chunk.bind(2, static_cast<std::int64_t>(size));
+        (insert_chunk.exec() == 1 ? result.new_chunks : result.reused_chunks) += 1;
+        insert_chunk.reset();
+        link_chunk.bind(1, course.id);
+        link_chunk.bind(2, manifest.version);
+        link_chunk.bind(3, hash);
+        link_chunk.exec();
+        link_chunk.reset();
+      }
+      return ok();
+    } catch (const SQLite::Exception& e) {
+      why = std::string("the database refused the new version: ") + e.what();
+      return errc::storage_failed;
     }
-    const auto signature = signing_key.sign(crypto::as_bytes(manifest_json));
-
-    SQLite::Statement upsert_course(db_,
-                                    "INSERT INTO courses(id, title, created_at) VALUES (?, ?, ?) "
-                                    "ON CONFLICT(id) DO UPDATE SET title = excluded.title");
-    upsert_course.bind(1, course.id);
-    upsert_course.bind(2, course.title);
-    upsert_course.bind(3, to_unix(now));
-    upsert_course.exec();
-
-    SQLite::Statement insert_version(
-        db_,
-        "INSERT INTO course_versions(course_id, version, manifest, signature, published_at, seq, "
-        "file_count, total_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-    insert_version.bind(1, course.id);
-    insert_version.bind(2, manifest.version);
-    insert_version.bind(3, manifest_json);
-    insert_version.bind(4, crypto::to_hex(signature));
-    insert_version.bind(5, to_unix(now));
-    insert_version.bind(6, seq);
-    insert_version.bind(7, static_cast<std::int64_t>(manifest.files.size()));
-    insert_version.bind(8, static_cast<std::int64_t>(result.total_bytes));
-    insert_version.exec();
-
-    SQLite::Statement insert_chunk(db_, "INSERT OR IGNORE INTO chunks(hash, size) VALUES (?, ?)");
-    SQLite::Statement link_chunk(
-        db_, "INSERT INTO version_chunks(course_id, version, hash) VALUES (?, ?, ?)");
-    for (const auto& [hash, size] : chunk_sizes) {
-      insert_chunk.bind(1, hash);
-      insert_chunk.bind(2, static_cast<std::int64_t>(size));
-      (insert_chunk.exec() == 1 ? result.new_chunks : result.reused_chunks) += 1;
-      insert_chunk.reset();
-      link_chunk.bind(1, course.id);
-      link_chunk.bind(2, manifest.version);
-      link_chunk.bind(3, hash);
-      link_chunk.exec();
-      link_chunk.reset();
-    }
-    transaction.commit();
-  } catch (const SQLite::Exception& e) {
-    why = std::string("the database refused the new version: ") + e.what();
-    return errc::storage_failed;
-  }
+  });
+  if (!recorded && why.empty())
+    why = "the database could not record the new version; nothing was published";
+  KABAN_TRYV(recorded);
   result.version = manifest.version;
   return result;
 }
@@ -264,6 +283,84 @@ Result<bool> Catalog::chunk_visible(std::string_view login, std::string_view has
     query.bind(":hash", std::string(hash));
     query.executeStep();
     return query.getColumn(0).getInt() != 0;
+  } catch (const SQLite::Exception&) {
+    return errc::storage_failed;
+  }
+}
+
+Result<void> Catalog::assign(std::string_view course_id, std::span<const std::string> audiences,
+                             std::string* why) {
+  auto say = [why](std::string sentence) {
+    if (why != nullptr)
+      *why = std::move(sentence);
+  };
+  if (audiences.empty()) {
+    say("name who may see course " + detail::in_quotes(course_id) +
+        ": \"all\" or one or more groups");
+    return errc::invalid_channel;
+  }
+  const std::set<std::string> chosen(audiences.begin(), audiences.end());
+  return detail::in_transaction(db_, [&]() -> Result<void> {
+    SQLite::Statement course(db_, "SELECT 1 FROM courses WHERE id = ?");
+    course.bind(1, std::string(course_id));
+    if (!course.executeStep()) {
+      say("there is no course " + detail::in_quotes(course_id) +
+          "; `admin course list` shows the published ones. Nothing was changed");
+      return errc::no_such_course;
+    }
+    for (const std::string& audience : chosen) {
+      if (audience == detail::kAllAudience)
+        continue;
+      if (!detail::is_group(db_, audience)) {
+        say("there is no group " + detail::in_quotes(audience) +
+            "; an audience is \"all\" or a group made with `admin group add`. Nothing was "
+            "changed");
+        return errc::no_such_group;
+      }
+    }
+    SQLite::Statement clear(db_, "DELETE FROM course_assignments WHERE course_id = ?");
+    clear.bind(1, std::string(course_id));
+    clear.exec();
+    SQLite::Statement insert(db_,
+                             "INSERT INTO course_assignments(course_id, audience) VALUES (?, ?)");
+    for (const std::string& audience : chosen) {
+      insert.bind(1, std::string(course_id));
+      insert.bind(2, audience);
+      insert.exec();
+      insert.reset();
+    }
+    return ok();
+  });
+}
+
+Result<std::vector<std::string>> Catalog::audiences(std::string_view course_id) {
+  try {
+    SQLite::Statement course(db_, "SELECT 1 FROM courses WHERE id = ?");
+    course.bind(1, std::string(course_id));
+    if (!course.executeStep())
+      return errc::no_such_course;
+    SQLite::Statement query(db_,
+                            "SELECT audience FROM course_assignments WHERE course_id = ? "
+                            "ORDER BY audience <> 'all', audience");
+    query.bind(1, std::string(course_id));
+    std::vector<std::string> audiences;
+    while (query.executeStep())
+      audiences.push_back(query.getColumn(0).getString());
+    return audiences;
+  } catch (const SQLite::Exception&) {
+    return errc::storage_failed;
+  }
+}
+
+Result<std::vector<std::string>> Catalog::visible_courses(std::string_view login) {
+  try {
+    SQLite::Statement query(
+        db_, std::string("SELECT c.id FROM courses c WHERE ") + kVisibleToLogin + " ORDER BY c.id");
+    query.bind(":login", std::string(login));
+    std::vector<std::string> courses;
+    while (query.executeStep())
+      courses.push_back(query.getColumn(0).getString());
+    return courses;
   } catch (const SQLite::Exception&) {
     return errc::storage_failed;
   }

@@ -65,6 +65,11 @@ std::optional<ChannelRow> find_channel(SQLite::Database& db, std::string_view id
                     query.getColumn(2).getString(), query.getColumn(3).getString()};
 }
 
+bool is_group(SQLite::Database& db, std::string_view id) {
+  const auto channel = find_channel(db, id);
+  return channel && channel->kind == ChannelKind::group;
+}
+
 void insert_channel(SQLite::Database& db, const ChannelRow& c, UnixTime now) {
   SQLite::Statement insert(
       db, "INSERT INTO channels(id, kind, title, audience, created_at) VALUES (?, ?, ?, ?, ?)");

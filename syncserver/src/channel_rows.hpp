@@ -1,6 +1,7 @@
 // Reading and writing channel and membership rows: what Messaging's admin commands
-// (messaging.cpp) and its outbox (messaging_outbox.cpp) share. Private to kaban::server. Every
-// function throws SQLite::Exception when SQLite fails; call inside the caller's transaction.
+// (messaging.cpp), its outbox (messaging_outbox.cpp), groups, policies and course assignment
+// share, and the write transaction they run in. Private to kaban::server. Every function but
+// in_transaction throws SQLite::Exception when SQLite fails; call inside the caller's transaction.
 #pragma once
 
 #include <cstdint>
@@ -8,14 +9,59 @@
 #include <string>
 #include <string_view>
 
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Transaction.h>
+#include <sqlite3.h>
+
 #include "kaban/protocol/channel.hpp"
 #include "kaban/server/database.hpp"
-
-namespace SQLite {
-class Database;
-}
+#include "kaban/server/error.hpp"
 
 namespace kaban::server::detail {
+
+/// Runs `work` (returning a Result) in one write transaction (BEGIN IMMEDIATE), committed only if
+/// it succeeds. Inside a transaction the caller opened, it runs in a savepoint of it instead, so
+/// an admin command can make a change and record it in the audit log in one transaction: a
+/// failure undoes only `work`, and nothing is kept until the caller commits. A SQLite failure
+/// becomes errc::storage_failed, with nothing of `work` kept.
+template <class Work>
+auto in_transaction(SQLite::Database& db, Work work) -> decltype(work()) {
+  try {
+    if (sqlite3_get_autocommit(db.getHandle()) == 0) {
+      // Not SQLite::Savepoint: its destructor rolls back without releasing, leaving the
+      // savepoint open in the caller's transaction.
+      db.exec("SAVEPOINT kaban_work");
+      bool kept = false;
+      struct Undo {
+        SQLite::Database& db;
+        const bool& kept;
+        ~Undo() {
+          if (kept)
+            return;
+          try {
+            db.exec("ROLLBACK TO kaban_work; RELEASE kaban_work");
+          } catch (const SQLite::Exception&) {
+            // The caller's transaction fails too and rolls everything back.
+          }
+        }
+      } undo{db, kept};
+      auto result = work();
+      if (result) {
+        db.exec("RELEASE kaban_work");
+        kept = true;
+      }
+      return result;
+    }
+    SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
+    auto result = work();
+    if (result)
+      transaction.commit();
+    return result;
+  } catch (const SQLite::Exception&) {
+    return errc::storage_failed;
+  }
+}
 
 /// channel_members.role: belongs to a group or direct channel, or may post to an announcement
 /// channel.
@@ -71,6 +117,8 @@ struct MessageRow {
 std::int64_t insert_message(SQLite::Database& db, const MessageRow& m, UnixTime now);
 
 std::optional<ChannelRow> find_channel(SQLite::Database& db, std::string_view id);
+/// True if `id` is a group channel: what policies and course assignments may name.
+bool is_group(SQLite::Database& db, std::string_view id);
 void insert_channel(SQLite::Database& db, const ChannelRow& channel, UnixTime now);
 /// The user's display name, or std::nullopt for an unknown login.
 std::optional<std::string> user_name(SQLite::Database& db, std::string_view login);
@@ -79,7 +127,9 @@ std::optional<std::string> user_name(SQLite::Database& db, std::string_view logi
 bool holds_role(SQLite::Database& db, std::string_view channel, std::string_view login,
                 const char* role);
 /// Gives (`holds`) or takes `role` in `channel` for `login` under a new inbox sequence, which is
-/// how the person's devices learn of it; false, and no sequence spent, if nothing changes.
+/// how the person's devices learn of it; false, and no sequence spent, if nothing changes. A
+/// caller changing a group's members also calls advance_policy_version() (policies.hpp) once
+/// something changed: group members are under the group's policy.
 bool set_role(SQLite::Database& db, std::string_view channel, std::string_view login,
               const char* role, bool holds, UnixTime now);
 

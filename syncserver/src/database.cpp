@@ -231,6 +231,91 @@ constexpr schema::Migration kServerMigrations[] = {
       ) WITHOUT ROWID;
       CREATE INDEX attachment_chunks_hash ON attachment_chunks(hash);
     )sql"},
+    {4, R"sql(
+      -- Device policy and compliance (docs/policy.md). A group is a group channel (channels with
+      -- kind 'group'); its members are its current channel members.
+
+      -- 'policy' numbers every change that may alter some device's effective policy (a policy
+      -- set or removed, a group membership changed); a device's DevicePolicy.version is its value.
+      INSERT INTO counters(name, value) VALUES ('policy', 1);
+
+      -- Policy files as IT set them (canonical JSON of the given settings). audience is 'default'
+      -- (everyone) or a group channel id. revision is the 'policy' counter when it was set.
+      CREATE TABLE policies (
+        audience   TEXT PRIMARY KEY,
+        document   TEXT NOT NULL,
+        revision   INTEGER NOT NULL,
+        set_at     INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      -- Who may see a course: 'all' or group channel ids. Replaces courses.audience (kept, unused).
+      CREATE TABLE course_assignments (
+        course_id TEXT NOT NULL REFERENCES courses(id),
+        audience  TEXT NOT NULL,
+        PRIMARY KEY (course_id, audience)
+      ) WITHOUT ROWID;
+      CREATE INDEX course_assignments_audience ON course_assignments(audience);
+      INSERT INTO course_assignments(course_id, audience) SELECT id, audience FROM courses;
+
+      -- Every certificate issued to a device: the first (whose fingerprint is the device id) and
+      -- each renewal. A connection is identified by the fingerprint of the certificate it shows.
+      CREATE TABLE device_certificates (
+        fingerprint TEXT PRIMARY KEY,  -- hex SHA-256 of the DER
+        device_id   TEXT NOT NULL REFERENCES devices(id),
+        serial      TEXT NOT NULL,
+        issued_at   INTEGER NOT NULL,
+        not_after   INTEGER            -- NULL for certificates issued before this table
+      ) WITHOUT ROWID;
+      CREATE INDEX device_certificates_device ON device_certificates(device_id);
+      INSERT INTO device_certificates(fingerprint, device_id, serial, issued_at, not_after)
+        SELECT id, id, serial, enrolled_at, NULL FROM devices;
+
+      -- The compliance state of each device, as of its last check-in.
+      ALTER TABLE devices ADD COLUMN verdict TEXT NOT NULL DEFAULT 'compliant';
+      ALTER TABLE devices ADD COLUMN reasons TEXT NOT NULL DEFAULT '[]';   -- JSON array
+      ALTER TABLE devices ADD COLUMN posture TEXT NOT NULL DEFAULT '{}';   -- JSON object
+      ALTER TABLE devices ADD COLUMN policy_version INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE devices ADD COLUMN block_after INTEGER NOT NULL DEFAULT 0;  -- 0 = never
+      ALTER TABLE devices ADD COLUMN wipe_after INTEGER NOT NULL DEFAULT 0;   -- 0 = never
+      ALTER TABLE devices ADD COLUMN clock_skew INTEGER NOT NULL DEFAULT 0;   -- device - server, s
+      ALTER TABLE devices ADD COLUMN certificate_not_after INTEGER;
+      ALTER TABLE devices ADD COLUMN report_token_hash TEXT;   -- SHA-256 hex, see DeviceEvent
+      ALTER TABLE devices ADD COLUMN unlock_code TEXT;         -- shown by admin device unlock
+      ALTER TABLE devices ADD COLUMN wiped_at INTEGER;         -- when the device reported a wipe
+      ALTER TABLE devices ADD COLUMN wipe_reason TEXT;
+      ALTER TABLE devices ADD COLUMN locked_at INTEGER;        -- reported locked, not unlocked
+      ALTER TABLE devices ADD COLUMN lock_reason TEXT;
+
+      -- IT's queued commands. A command is sent at every check-in until the device reports it
+      -- done (done_at); cancelled ones are not sent.
+      CREATE TABLE device_commands (
+        id           INTEGER PRIMARY KEY,
+        device_id    TEXT NOT NULL REFERENCES devices(id),
+        kind         TEXT NOT NULL CHECK (kind IN ('wipe', 'lock')),
+        requested_by TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        sent_at      INTEGER,   -- last time a check-in carried it
+        done_at      INTEGER,
+        cancelled_at INTEGER
+      );
+      CREATE INDEX device_commands_device ON device_commands(device_id, id);
+
+      -- Append-only record of admin actions and security events, never holding a secret
+      -- (codes, tokens and keys are named, not shown). Triggers refuse UPDATE and DELETE.
+      CREATE TABLE audit_log (
+        seq     INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        actor   TEXT NOT NULL,   -- 'admin:<os user>', 'device:<id>', 'server', 'address:<ip>'
+        event   TEXT NOT NULL,   -- snake_case, see docs/admin.md
+        subject TEXT NOT NULL,   -- what it is about: a login, device id, group, course; or ''
+        details TEXT NOT NULL    -- JSON object
+      );
+      CREATE INDEX audit_log_at ON audit_log(at, seq);
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    )sql"},
 };
 
 Result<std::unique_ptr<SQLite::Database>> open_connection(const fs::path& dir, bool create) {

@@ -59,6 +59,18 @@ const char* describe(errc e) noexcept {
       return "a message is 1 to 8192 bytes of text; nothing was sent";
     case errc::no_such_message:
       return "there is no message with this id; check the id `admin announce` printed";
+    case errc::no_such_group:
+      return "there is no such group; `admin group list` shows them";
+    case errc::invalid_policy:
+      return "the policy file breaks the policy schema; docs/policy.md lists the settings";
+    case errc::invalid_import:
+      return "a line of the import breaks a rule; nothing was imported";
+    case errc::no_such_device:
+      return "no device has this id; `admin device list` shows them";
+    case errc::ambiguous_device:
+      return "more than one device id starts so; give more of the id";
+    case errc::device_revoked:
+      return "the device is revoked; it can no longer connect";
   }
   return "unknown kaban.server error";
 }

@@ -819,7 +819,11 @@ Result<void> HttpsServer::start() {
     if (s.state != Impl::State::created)
       return std::make_error_code(std::errc::operation_not_permitted);
   }
-  KABAN_TRYV(crypto::configure_server_tls(s.ssl_ctx, s.identity));
+  // The router outlives the server, and with it the SSL context that holds this check.
+  KABAN_TRYV(crypto::configure_server_tls(s.ssl_ctx, s.identity,
+                                          [&router = s.router](crypto::ByteView der) {
+                                            return router.accept_client_certificate(der);
+                                          }));
 
   beast::error_code ec;
   tcp::resolver resolver(*s.ioc);

@@ -15,6 +15,7 @@
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
+#include "kaban/server/policies.hpp"
 
 // Messaging's channels, announcements, acknowledgement reports and the inbox feed; the outbox is
 // in messaging_outbox.cpp.
@@ -78,20 +79,6 @@ Result<ChannelRow> group_channel(SQLite::Database& db, std::string_view id, std:
 
 // Gives or takes `role` for every login in `logins`, all or none: the caller commits. Returns
 // how many changed.
-// Runs `work` in one write transaction, committed only if it succeeds.
-template <class Work>
-auto in_transaction(SQLite::Database& db, Work work) -> decltype(work()) {
-  try {
-    SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
-    auto result = work();
-    if (result)
-      transaction.commit();
-    return result;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
-}
-
 Result<int> change_roles(SQLite::Database& db, const ChannelRow& channel,
                          std::span<const std::string> logins, const char* role, bool holds,
                          UnixTime now, std::string& why) {
@@ -124,9 +111,13 @@ struct VisibleChannel {
 void read_messages(SQLite::Database& db, const VisibleChannel& channel, std::int64_t after,
                    int fetch, InboxScope scope, std::vector<Entry>& out) {
   // The literal "priority >= 1" lets SQLite use the partial index messages_channel_urgent.
+  const char* only = "";
+  if (scope == InboxScope::urgent_only)
+    only = " AND priority >= 1";
+  else if (scope == InboxScope::it_only)
+    only = " AND sender = ''";
   SQLite::Statement query(db, std::string("SELECT ") + kMessageColumns +
-                                  " FROM messages WHERE channel_id = ? AND seq > ?" +
-                                  (scope == InboxScope::urgent_only ? " AND priority >= 1" : "") +
+                                  " FROM messages WHERE channel_id = ? AND seq > ?" + only +
                                   " ORDER BY seq LIMIT ?");
   query.bind(1, channel.id);
   query.bind(2, after);
@@ -316,7 +307,11 @@ Result<int> Messaging::add_members(std::string_view channel, std::span<const std
                                    UnixTime now, std::string& why) {
   return in_transaction(db_, [&]() -> Result<int> {
     KABAN_TRY(target, group_channel(db_, channel, why));
-    return change_roles(db_, target, logins, kMemberRole, true, now, why);
+    KABAN_TRY(changed, change_roles(db_, target, logins, kMemberRole, true, now, why));
+    // Members are under the group's policy: their devices learn of it at the next check-in.
+    if (changed > 0)
+      advance_policy_version(db_);
+    return changed;
   });
 }
 
@@ -324,7 +319,10 @@ Result<int> Messaging::remove_members(std::string_view channel, std::span<const 
                                       UnixTime now, std::string& why) {
   return in_transaction(db_, [&]() -> Result<int> {
     KABAN_TRY(target, group_channel(db_, channel, why));
-    return change_roles(db_, target, logins, kMemberRole, false, now, why);
+    KABAN_TRY(changed, change_roles(db_, target, logins, kMemberRole, false, now, why));
+    if (changed > 0)
+      advance_policy_version(db_);
+    return changed;
   });
 }
 
@@ -357,8 +355,8 @@ Result<PostedMessage> Messaging::announce(const Announcement& a, UnixTime now, s
           " bytes of text; nothing was sent";
     return errc::invalid_message;
   }
-  try {
-    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+  // in_transaction: `admin announce` records the message in the audit log in the same one.
+  return in_transaction(db_, [&]() -> Result<PostedMessage> {
     KABAN_TRY(channel, announcement_channel(db_, a.audience, IfMissing::create, now, why));
     MessageRow row;
     row.id = protocol::new_uuid();
@@ -368,12 +366,8 @@ Result<PostedMessage> Messaging::announce(const Announcement& a, UnixTime now, s
     row.priority = a.priority;
     row.require_ack = a.require_ack;
     row.created_at = to_unix(now);
-    const PostedMessage posted{row.id, insert_message(db_, row, now)};
-    transaction.commit();
-    return posted;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
+    return PostedMessage{row.id, insert_message(db_, row, now)};
+  });
 }
 
 Result<AckReport> Messaging::acks(std::string_view message_id, std::string& why) {

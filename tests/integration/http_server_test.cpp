@@ -6,12 +6,15 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -22,7 +25,12 @@
 #include <nlohmann/json.hpp>
 
 #include "kaban/crypto/x509.hpp"
+#include "kaban/server/api.hpp"
+#include "kaban/server/data_dir.hpp"
+#include "kaban/server/database.hpp"
+#include "kaban/server/directory.hpp"
 #include "test_pki.hpp"
+#include "test_support.hpp"
 
 namespace kaban::server {
 namespace {
@@ -100,6 +108,13 @@ class TestRouter : public Router {
     answer_held("stopping");
   }
 
+  // Refuses the certificates in `refused` (by DER), as a revocation list would.
+  bool accept_client_certificate(crypto::ByteView der) override {
+    std::lock_guard lock(refused_mutex);
+    ++certificates_checked;
+    return !refused.contains(crypto::Bytes(der.begin(), der.end()));
+  }
+
   bool wait_for_held(std::size_t count) {
     std::unique_lock lock(held_mutex);
     return held_changed.wait_for(lock, kClientTimeout, [&] { return held.size() >= count; });
@@ -127,6 +142,9 @@ class TestRouter : public Router {
   std::vector<Reply> held;
   std::atomic<bool> stopping_called{false};
   bool answer_on_stopping = true;
+  std::mutex refused_mutex;
+  std::set<crypto::Bytes> refused;
+  int certificates_checked = 0;
 };
 
 // A blocking HTTPS client over Beast; every step has a deadline.
@@ -302,6 +320,19 @@ class HttpServerTest : public ::testing::Test {
     return client;
   }
   std::unique_ptr<Client> connect() { return connect(anonymous_ctx_); }
+
+  // True if the server refused a connection made with `ctx`: in the handshake or, under TLS 1.3
+  // (where the client is done before the server has checked its certificate), at the first
+  // request, which then gets no answer.
+  bool refused(ssl::context& ctx) {
+    Client client(ctx);
+    if (client.connect(server_->port()))
+      return true;
+    if (client.send(make_request(http::verb::get, "/echo")))
+      return true;
+    http::response<http::string_body> response;
+    return static_cast<bool>(client.receive(response));
+  }
 
   // The first log line (parsed) that satisfies `match`, waiting a little for it.
   std::optional<Json> find_log(const std::function<bool(const Json&)>& match) {
@@ -690,6 +721,127 @@ TEST_F(HttpServerTest, StartFailsWhenThePortIsTaken) {
   const auto started = second.start();
   ASSERT_FALSE(started);
   EXPECT_EQ(started.error(), std::errc::address_in_use) << started.error().message();
+}
+
+TEST_F(HttpServerTest, ACertificateTheRouterRefusesFailsTheHandshakeAndOthersStillConnect) {
+  // A second device of the same CA, whose certificate the router keeps accepting.
+  const auto other_key = crypto::EcPrivateKey::generate();
+  const auto other = pki_->issue(other_key, "device-2", crypto::CertificatePurpose::client);
+  ssl::context other_ctx{ssl::context::tls_client};
+  const crypto::TlsClientIdentity other_identity{other.to_pem(), other_key.to_pem()};
+  ASSERT_TRUE(crypto::configure_client_tls(other_ctx, pki_->trust(), &other_identity));
+  {
+    std::lock_guard lock(router_.refused_mutex);
+    router_.refused.insert(pki_->device.der());
+  }
+  start();
+  EXPECT_TRUE(refused(device_ctx_));
+  EXPECT_EQ(router_.handled, 0);
+  const auto line = find_error_log("tls handshake failed");
+  ASSERT_TRUE(line);
+  EXPECT_NE((*line)["error"].get<std::string>().find("revoked"), std::string::npos) << *line;
+
+  auto client = connect(other_ctx);
+  const auto response = client->round_trip(make_request(http::verb::get, "/echo"));
+  EXPECT_EQ(response.result_int(), 200u);
+  EXPECT_EQ(Json::parse(response.body())["certificate"], crypto::to_hex(other.der()));
+  // Without a certificate there is nothing to check.
+  EXPECT_EQ(connect()->round_trip(make_request(http::verb::get, "/echo")).result_int(), 200u);
+  std::lock_guard lock(router_.refused_mutex);
+  EXPECT_EQ(router_.certificates_checked, 2);
+}
+
+TEST_F(HttpServerTest, AnExpiredDeviceCertificateFailsTheHandshakeAndTheLogSaysSo) {
+  crypto::IssueOptions options;
+  options.validity = 1s;
+  options.purpose = crypto::CertificatePurpose::client;
+  const auto key = crypto::EcPrivateKey::generate();
+  const auto expiring = crypto::issue_certificate(
+      pki_->ca, pki_->ca_key, crypto::CertificateRequest::create(key, "device-3").value(), options);
+  ASSERT_TRUE(expiring);
+  ssl::context ctx{ssl::context::tls_client};
+  const crypto::TlsClientIdentity identity{expiring.value().to_pem(), key.to_pem()};
+  ASSERT_TRUE(crypto::configure_client_tls(ctx, pki_->trust(), &identity));
+  start();
+  // Past its not_after (validity is whole seconds; wait out the second it was issued in too).
+  std::this_thread::sleep_for(2100ms);
+  EXPECT_TRUE(refused(ctx));
+  EXPECT_EQ(router_.handled, 0);
+  const auto line = find_error_log("tls handshake failed");
+  ASSERT_TRUE(line);
+  EXPECT_NE((*line)["error"].get<std::string>().find("expired"), std::string::npos) << *line;
+  std::lock_guard lock(router_.refused_mutex);
+  EXPECT_EQ(router_.certificates_checked, 0) << "OpenSSL refuses it before the router is asked";
+}
+
+// The real Api over its data directory: `admin device revoke` takes effect at the device's next
+// connection, in the TLS handshake, and no one else's.
+TEST_F(HttpServerTest, ARevokedDevicesNextConnectionFailsInTheHandshake) {
+  using Seconds = std::chrono::seconds;
+  testing::TempDir dir;
+  ASSERT_TRUE(init_data_dir(dir.path(), {}));
+  auto identity = load_identity(dir.path());
+  ASSERT_TRUE(identity);
+  auto db = open_database(dir.path());
+  ASSERT_TRUE(db);
+  Directory directory(*db.value());
+  const UnixTime t = std::chrono::time_point_cast<Seconds>(std::chrono::system_clock::now());
+  crypto::TlsClientTrust trust;
+  trust.ca_pem = identity.value().ca_pem();
+  struct Person {
+    std::string device_id;
+    std::unique_ptr<ssl::context> ctx;
+  };
+  std::map<std::string, Person> people;
+  for (const std::string login : {"alice", "bob"}) {
+    ASSERT_TRUE(directory.add_user(login, login, t));
+    const auto key = crypto::EcPrivateKey::generate();
+    auto enrolled = directory.enroll_device(
+        directory.create_enroll_code(login, std::chrono::hours(1), t).value(),
+        crypto::CertificateRequest::create(key, login).value().to_pem(),
+        {"linux", "", "", login, "0.5.0"}, t, identity.value());
+    ASSERT_TRUE(enrolled);
+    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+    const crypto::TlsClientIdentity id{enrolled.value().certificate.to_pem(), key.to_pem()};
+    ASSERT_TRUE(crypto::configure_client_tls(*ctx, trust, &id));
+    people[login] = {enrolled.value().device_id, std::move(ctx)};
+  }
+
+  Api api(dir.path(), identity.value());
+  // The server goes before the Api it routes to, however the test ends.
+  struct StopFirst {
+    std::unique_ptr<HttpsServer>& server;
+    ~StopFirst() {
+      if (server)
+        server->stop();
+      server.reset();
+    }
+  } stop_first{server_};
+  server_ = std::make_unique<HttpsServer>(config_, identity.value().tls_identity(), api,
+                                          [this](const std::string& line) {
+                                            std::lock_guard lock(log_mutex_);
+                                            log_lines_.push_back(line);
+                                          });
+  ASSERT_TRUE(server_->start());
+  auto changes = make_request(http::verb::get, "/v1/changes");
+  auto open_alice = connect(*people["alice"].ctx);
+  EXPECT_EQ(open_alice->round_trip(changes).result_int(), 200u);
+
+  ASSERT_TRUE(directory.revoke_device(people["alice"].device_id, t).value());
+  EXPECT_TRUE(refused(*people["alice"].ctx));
+  const auto line = find_error_log("revoked");
+  ASSERT_TRUE(line);
+  EXPECT_NE((*line)["error"].get<std::string>().find("tls handshake failed"), std::string::npos)
+      << *line;
+  // A connection opened before the revocation is refused at its next request.
+  const auto late = open_alice->round_trip(changes);
+  EXPECT_EQ(late.result_int(), 403u);
+  EXPECT_NE(late.body().find("device_revoked"), std::string::npos) << late.body();
+  open_alice->close();
+
+  auto bob = connect(*people["bob"].ctx);
+  EXPECT_EQ(bob->round_trip(changes).result_int(), 200u);
+  bob->close();
 }
 
 }  // namespace

@@ -360,7 +360,7 @@ TEST_F(Skeleton, ChunkOfACourseTheUserMayNotSeeIsRefused) {
   ASSERT_EQ(visible.value().status, 200);
   EXPECT_EQ(visible.value().body, big_.substr(0, 1024 * 1024));
 
-  db_->exec("UPDATE courses SET audience = 'none' WHERE id = 'shelter-opening'");
+  db_->exec("UPDATE course_assignments SET audience = 'none' WHERE course_id = 'shelter-opening'");
   auto hidden = me.request("GET", "/v1/chunks/" + hash);
   ASSERT_TRUE(hidden);
   EXPECT_EQ(hidden.value().status, 404);
@@ -388,7 +388,7 @@ TEST_F(Skeleton, BadEnrollmentsGetClearErrorsAndARateLimit) {
 
   auto key = crypto::EcPrivateKey::generate();
   const std::string csr = crypto::CertificateRequest::create(key, "x").value().to_pem();
-  protocol::EnrollRequest wrong{"7KQ2-M9XD-4TNA-P3HV", csr, {"linux", "", "", "", ""}};
+  protocol::EnrollRequest wrong{"7KQ2-M9XD-4TNA-P3HV", csr, {"linux", "", "", "", ""}, ""};
   int status = 0;
   for (int i = 0; i < 11; ++i) {
     auto attempt = anonymous.request("POST", "/v1/enroll", protocol::to_json(wrong));

@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <array>
@@ -12,10 +15,14 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <span>
+#include <sstream>
 #include <vector>
 
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/bytes.hpp"
+#include "kaban/protocol/policy.hpp"
+#include "linux_probes.hpp"
 
 namespace kaban::agent::platform {
 namespace fs = std::filesystem;
@@ -23,8 +30,11 @@ namespace {
 
 constexpr const char* kDataDirName = "kaban";
 // os-release(5): /etc/os-release wins; /usr/lib/os-release is the vendor's fallback.
-constexpr std::array<const char*, 2> kOsReleaseFiles = {"/etc/os-release", "/usr/lib/os-release"};
+const std::array<fs::path, 2> kOsReleaseFiles = {"/etc/os-release", "/usr/lib/os-release"};
 constexpr const char* kProductNameFile = "/sys/devices/virtual/dmi/id/product_name";
+constexpr const char* kBootIdFile = "/proc/sys/kernel/random/boot_id";
+constexpr const char* kSysRoot = "/sys";
+constexpr const char* kProcRoot = "/proc";
 // Small system files only; anything larger is not what we expect to read.
 constexpr std::size_t kMaxFactFileBytes = 64 * 1024;
 constexpr std::size_t kMaxHostNameBytes = 256;
@@ -74,8 +84,10 @@ std::string unquote_os_release_value(std::string_view v) {
   return std::string(v);
 }
 
-std::string os_release_pretty_name() {
-  for (const char* file : kOsReleaseFiles) {
+// The value of `key` ("PRETTY_NAME") in the first of `files` that exists; "" if that file has
+// none: the first file that exists is authoritative, even without the key.
+std::string os_release_value(std::span<const fs::path> files, std::string_view key) {
+  for (const fs::path& file : files) {
     const std::string text = read_small_file(file);
     if (text.empty())
       continue;
@@ -84,14 +96,144 @@ std::string os_release_pretty_name() {
       const auto end = rest.find('\n');
       const std::string line = trim(rest.substr(0, end));
       rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
-      constexpr std::string_view kKey = "PRETTY_NAME=";
-      if (line.starts_with(kKey))
-        return trim(unquote_os_release_value(std::string_view(line).substr(kKey.size())));
+      if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == '=')
+        return trim(unquote_os_release_value(std::string_view(line).substr(key.size() + 1)));
     }
-    return {};  // the first file that exists is authoritative, even without PRETTY_NAME
+    return {};
   }
   return {};
 }
+
+std::string os_release_pretty_name() {
+  return os_release_value(kOsReleaseFiles, "PRETTY_NAME");
+}
+
+// device-mapper uuids of the kinds cryptsetup makes for encryption ("CRYPT-LUKS2-<uuid>-name").
+// CRYPT-VERITY and CRYPT-INTEGRITY are cryptsetup's too, but protect integrity only.
+constexpr std::array<std::string_view, 6> kEncryptingDmUuids = {"CRYPT-LUKS",     "CRYPT-PLAIN-",
+                                                                "CRYPT-LOOPAES-", "CRYPT-TCRYPT-",
+                                                                "CRYPT-BITLK-",   "CRYPT-FVAULT2-"};
+// LVM on RAID on LUKS is three levels; more than this is a loop in a broken tree.
+constexpr int kMaxDeviceStackDepth = 8;
+
+// True if the block device whose sysfs directory is `device` encrypts, or stacks only on
+// devices that do.
+bool encrypted_block_device(const fs::path& device, int depth) {
+  if (depth > kMaxDeviceStackDepth)
+    return false;
+  const std::string uuid = trim(read_small_file(device / "dm" / "uuid"));
+  for (const auto prefix : kEncryptingDmUuids) {
+    if (uuid.starts_with(prefix))
+      return true;
+  }
+  if (uuid.empty())
+    return false;  // a partition or a whole disk: whatever it does itself, we cannot tell
+  // Another device-mapper target (LVM, RAID): encrypted only if everything under it is.
+  std::error_code ec;
+  fs::directory_iterator it(device / "slaves", ec);
+  if (ec)
+    return false;
+  bool any = false;
+  for (const auto& lower : it) {
+    if (!encrypted_block_device(lower.path(), depth + 1))
+      return false;
+    any = true;
+  }
+  return any;
+}
+
+// The nearest directory at or above `path` that exists, so a store not created yet is judged
+// by where it will be.
+fs::path existing_ancestor(fs::path path) {
+  std::error_code ec;
+  path = fs::absolute(path, ec);
+  while (!path.empty() && !fs::exists(path, ec)) {
+    if (path == path.parent_path())
+      break;
+    path = path.parent_path();
+  }
+  return path;
+}
+
+// Splits one line of /proc/net/route into its whitespace-separated fields.
+std::vector<std::string> fields_of(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> fields;
+  for (std::string f; in >> f;)
+    fields.push_back(std::move(f));
+  return fields;
+}
+
+// The interface of the IPv4 default route with the lowest metric, or "".
+std::string default_route_interface(const fs::path& proc) {
+  constexpr unsigned long kRouteUp = 0x1;  // RTF_UP
+  const std::string table = read_small_file(proc / "net" / "route");
+  std::istringstream lines(table);
+  std::string line;
+  std::getline(lines, line);  // the header
+  std::string best;
+  unsigned long best_metric = 0;
+  while (std::getline(lines, line)) {
+    const auto f = fields_of(line);
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+    if (f.size() < 8 || f[1] != "00000000" || f[7] != "00000000")
+      continue;
+    char* end = nullptr;
+    const unsigned long flags = std::strtoul(f[3].c_str(), &end, 16);
+    if (*end != '\0' || (flags & kRouteUp) == 0)
+      continue;
+    const unsigned long metric = std::strtoul(f[6].c_str(), &end, 10);
+    if (*end != '\0')
+      continue;
+    if (best.empty() || metric < best_metric) {
+      best = f[0];
+      best_metric = metric;
+    }
+  }
+  // An interface name never holds a slash; anything else must not walk out of /sys/class/net.
+  if (best.find('/') != std::string::npos || best == "." || best == "..")
+    return {};
+  return best;
+}
+
+}  // namespace
+
+namespace linux_probes {
+
+std::string disk_encryption(dev_t device, const fs::path& sys) {
+  const fs::path dir =
+      sys / "dev" / "block" / (std::to_string(major(device)) + ":" + std::to_string(minor(device)));
+  return encrypted_block_device(dir, 0) ? "yes" : "unknown";
+}
+
+std::string os_version_number(std::span<const fs::path> os_release_files) {
+  std::string version = os_release_value(os_release_files, "VERSION_ID");
+  return protocol::is_valid_version(version) ? version : std::string();
+}
+
+std::string network_kind(const fs::path& proc, const fs::path& sys) {
+  const std::string iface = default_route_interface(proc);
+  if (iface.empty())
+    return "unknown";
+  const fs::path dir = sys / "class" / "net" / iface;
+  std::error_code ec;
+  if (fs::exists(dir / "wireless", ec) || fs::exists(dir / "phy80211", ec))
+    return "wifi";
+  std::istringstream uevent(read_small_file(dir / "uevent"));
+  for (std::string line; std::getline(uevent, line);) {
+    if (trim(line) == "DEVTYPE=wwan")
+      return "cellular";
+  }
+  // A physical NIC has a device behind it; bridges, VPN tunnels and the like do not, and what
+  // they carry cannot be told from here.
+  if (fs::exists(dir / "device", ec))
+    return "wired";
+  return "unknown";
+}
+
+}  // namespace linux_probes
+
+namespace {
 
 std::string kernel_release() {
   utsname u{};
@@ -221,6 +363,36 @@ DeviceFacts describe_device() {
   facts.model = product_name();
   facts.name = host_name();
   return facts;
+}
+
+SecurityFacts describe_security(const fs::path& store_dir) {
+  SecurityFacts facts;
+  // No desktop-independent way to learn whether the session locks: unknown, not a guess.
+  facts.screen_lock = "unknown";
+  facts.rooted = "not_applicable";
+  struct stat st {};
+  if (const fs::path where = existing_ancestor(store_dir);
+      !where.empty() && ::stat(where.c_str(), &st) == 0)
+    facts.disk_encryption = linux_probes::disk_encryption(st.st_dev, kSysRoot);
+  facts.os_version_number = linux_probes::os_version_number(kOsReleaseFiles);
+  return facts;
+}
+
+std::string network_kind() {
+  return linux_probes::network_kind(kProcRoot, kSysRoot);
+}
+
+ClockNow read_clock() {
+  ClockNow now;
+  timespec ts{};
+  if (::clock_gettime(CLOCK_REALTIME, &ts) == 0)
+    now.wall = ts.tv_sec;
+  // CLOCK_BOOTTIME keeps counting through suspend, which CLOCK_MONOTONIC does not: a laptop
+  // closed for a week must not gain a week of offline allowance.
+  if (::clock_gettime(CLOCK_BOOTTIME, &ts) == 0)
+    now.since_boot = ts.tv_sec;
+  now.boot_id = trim(read_small_file(kBootIdFile));
+  return now;
 }
 
 bool is_terminal(int fd) {

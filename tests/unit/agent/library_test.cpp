@@ -474,5 +474,55 @@ TEST_F(LibraryTest, ReopeningTheStoreKeepsEverything) {
   EXPECT_EQ(read("safety", "l1").value(), v1.content.at("media/rules.txt"));
 }
 
+TEST_F(LibraryTest, RemovingACourseKeepsTheChunksAnotherCourseUses) {
+  const std::string shared = "Shared safety rule: evacuate calmly.";
+  const Published safety =
+      publish(key_, "safety", 1, {{"intro.txt", {"Only in safety. "}}, {"rules.txt", {shared}}});
+  const Published fire =
+      publish(key_, "fire", 1, {{"drill.txt", {"Only in fire. "}}, {"rules.txt", {shared}}});
+  install(safety);
+  install(fire);
+  ASSERT_EQ(count("chunks"), 3);
+
+  auto removed = library().remove_course("safety");
+  ASSERT_TRUE(removed) << removed.error().message();
+  EXPECT_TRUE(removed.value());
+
+  auto courses = library().courses();
+  ASSERT_TRUE(courses);
+  ASSERT_EQ(courses.value().size(), 1u);
+  EXPECT_EQ(courses.value()[0].id, "fire");
+  auto gone = read("safety", "l0");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error(), errc::not_found);
+  EXPECT_EQ(count("version_chunks WHERE course_id = 'safety'"), 0);
+  // The chunk only safety used is gone; the shared one stays, and fire reads whole.
+  EXPECT_EQ(count("chunks WHERE hash = '" + hex_sha256("Only in safety. ") + "'"), 0);
+  EXPECT_EQ(count("chunks"), 2);
+  EXPECT_EQ(read("fire", "l1").value(), shared);
+  EXPECT_EQ(read("fire", "l0").value(), "Only in fire. ");
+}
+
+TEST_F(LibraryTest, RemovingACourseDropsAVersionStillDownloading) {
+  const Published v1 = publish(key_, "safety", 1, kTwoFiles);
+  install(v1);
+  const Published v2 = publish(key_, "safety", 2, {{"intro.txt", {"New intro."}}});
+  ASSERT_TRUE(library().add_course_version(v2.change, key_.public_key()));
+  ASSERT_FALSE(library().missing_chunks().value().empty());
+
+  ASSERT_TRUE(library().remove_course("safety").value());
+  expect_nothing_stored();
+  EXPECT_TRUE(library().missing_chunks().value().empty()) << "nothing left to download";
+}
+
+TEST_F(LibraryTest, RemovingACourseNotHeldChangesNothing) {
+  install(publish(key_, "fire", 1, kTwoFiles));
+  auto removed = library().remove_course("safety");
+  ASSERT_TRUE(removed);
+  EXPECT_FALSE(removed.value());
+  EXPECT_EQ(library().courses().value().size(), 1u);
+  EXPECT_EQ(read("fire", "l1").value(), "Rule one: evacuate calmly.");
+}
+
 }  // namespace
 }  // namespace kaban::agent

@@ -361,5 +361,28 @@ TEST_F(MessagesTest, ListingAnUnknownChannelIsNotFound) {
   EXPECT_EQ(me().list(filter).error(), errc::not_found);
 }
 
+TEST_F(MessagesTest, TheItOnlyFilterShowsOnlyItsMessages) {
+  apply({joined("team-a"), joined("announce:all", false),
+         message("m-it", 1, "announce:all", "", "Update the OS by Friday."),
+         message("m-kenji", 2, "team-a", "kenji", "Shift swap?"),
+         message("m-it-2", 3, "team-a", "", "Your device is out of policy.")});
+  ASSERT_TRUE(me().send("team-a", "My own note", Priority::normal, false, kNow));
+
+  MessageFilter it_only;
+  it_only.from_it_only = true;
+  const auto shown = list(it_only);
+  ASSERT_EQ(shown.size(), 2u);
+  EXPECT_EQ(shown[0].id, "m-it");
+  EXPECT_EQ(shown[1].id, "m-it-2");
+  for (const MessageView& m : shown)
+    EXPECT_TRUE(m.sender.empty()) << m.id;
+
+  it_only.channel = "team-a";
+  const auto in_channel = list(it_only);
+  ASSERT_EQ(in_channel.size(), 1u);
+  EXPECT_EQ(in_channel[0].id, "m-it-2");
+  EXPECT_EQ(list().size(), 4u) << "without the filter everything shows";
+}
+
 }  // namespace
 }  // namespace kaban::agent

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <sys/ioctl.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -17,10 +18,15 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "kaban/agent/error.hpp"
+#include "kaban/protocol/policy.hpp"
+#include "platform/linux_probes.hpp"
+#include "test_support.hpp"
 
 namespace kaban::agent::platform {
 namespace {
@@ -267,6 +273,239 @@ TEST(ReadSecret, FailsClearlyWithoutATerminal) {
   ::waitpid(child, nullptr, 0);
   ::close(report[0]);
   EXPECT_EQ(verdict, 'y');
+}
+
+// ---- security facts, network kind and clocks --------------------------------------------------
+
+namespace fs = std::filesystem;
+using kaban::testing::write_text;
+
+// A fake /proc and /sys in a temporary directory, laid out as the kernel lays them out.
+class FakeSystem : public ::testing::Test {
+ protected:
+  static constexpr const char* kRouteHeader =
+      "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+
+  // /proc/net/route with a default route (flags "0003": up, gateway) per (interface, metric).
+  void default_routes(const std::vector<std::pair<std::string, int>>& routes,
+                      const std::string& flags = "0003") {
+    std::string table = kRouteHeader;
+    for (const auto& [iface, metric] : routes)
+      table += iface + "\t00000000\t0100A8C0\t" + flags + "\t0\t0\t" + std::to_string(metric) +
+               "\t00000000\t0\t0\t0   \n";
+    // A link-local route that is not the default.
+    table += "eth9\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+    write_text(proc_ / "net" / "route", table);
+  }
+
+  fs::path net(const std::string& iface) { return sys_ / "class" / "net" / iface; }
+
+  // A block device directory in /sys/devices with a device-mapper uuid ("" for none), reached
+  // from /sys/dev/block/MAJ:MIN by a relative symlink as the kernel makes it.
+  fs::path block_device(const std::string& name, unsigned maj, unsigned min,
+                        const std::string& dm_uuid) {
+    const fs::path dir = sys_ / "devices" / "virtual" / "block" / name;
+    fs::create_directories(dir);
+    if (!dm_uuid.empty())
+      write_text(dir / "dm" / "uuid", dm_uuid + "\n");
+    fs::create_directories(sys_ / "dev" / "block");
+    fs::create_symlink(fs::path("../../devices/virtual/block") / name,
+                       sys_ / "dev" / "block" / (std::to_string(maj) + ":" + std::to_string(min)));
+    return dir;
+  }
+
+  // Makes `lower` a slave of `upper`, as LVM or a LUKS mapping on a partition shows it.
+  void stack(const fs::path& upper, const std::string& lower) {
+    fs::create_directories(upper / "slaves");
+    fs::create_symlink(fs::path("../..") / lower, upper / "slaves" / lower);
+  }
+
+  std::string encryption(unsigned maj, unsigned min) {
+    return linux_probes::disk_encryption(makedev(maj, min), sys_);
+  }
+
+  kaban::testing::TempDir tmp_;
+  fs::path proc_ = tmp_ / "proc";
+  fs::path sys_ = tmp_ / "sys";
+};
+
+TEST_F(FakeSystem, NetworkKindFollowsTheDefaultRoutesInterface) {
+  default_routes({{"wlan0", 600}});
+  fs::create_directories(net("wlan0") / "wireless");
+  fs::create_directories(net("wlan0") / "device");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "wifi");
+
+  default_routes({{"wlp2s0", 600}});
+  fs::create_directories(net("wlp2s0") / "device");
+  fs::create_directories(net("wlp2s0") / "phy80211");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "wifi");
+
+  default_routes({{"wwan0", 700}});
+  fs::create_directories(net("wwan0") / "device");
+  write_text(net("wwan0") / "uevent", "INTERFACE=wwan0\nIFINDEX=5\nDEVTYPE=wwan\n");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "cellular");
+
+  default_routes({{"enp3s0", 100}});
+  fs::create_directories(net("enp3s0") / "device");
+  write_text(net("enp3s0") / "uevent", "INTERFACE=enp3s0\nIFINDEX=2\n");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "wired");
+}
+
+TEST_F(FakeSystem, NetworkKindTakesTheDefaultRouteWithTheLowestMetric) {
+  default_routes({{"wlan0", 600}, {"eth0", 100}});
+  fs::create_directories(net("wlan0") / "wireless");
+  fs::create_directories(net("eth0") / "device");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "wired");
+}
+
+TEST_F(FakeSystem, NetworkKindIsUnknownWhenItCannotBeTold) {
+  // No route table at all.
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "unknown");
+  // No default route.
+  write_text(
+      proc_ / "net" / "route",
+      std::string(kRouteHeader) + "eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+  fs::create_directories(net("eth0") / "device");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "unknown");
+  // A default route that is down.
+  default_routes({{"eth0", 100}}, "0002");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "unknown");
+  // A VPN tunnel or a bridge: no device behind it, so what it carries is not known.
+  default_routes({{"tun0", 50}});
+  fs::create_directories(net("tun0"));
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "unknown");
+  // An interface sysfs does not know.
+  default_routes({{"ghost0", 50}});
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "unknown");
+  // A name that would walk out of /sys/class/net.
+  default_routes({{"..", 50}});
+  fs::create_directories(sys_ / "class" / "device");
+  EXPECT_EQ(linux_probes::network_kind(proc_, sys_), "unknown");
+}
+
+TEST_F(FakeSystem, DiskEncryptionIsYesOnADmCryptDevice) {
+  block_device("dm-0", 253, 0, "CRYPT-LUKS2-4f1c0e4a5b2d4f0e9a1b2c3d4e5f6a7b-luks-root");
+  EXPECT_EQ(encryption(253, 0), "yes");
+  block_device("dm-1", 253, 1, "CRYPT-PLAIN-swap");
+  EXPECT_EQ(encryption(253, 1), "yes");
+}
+
+TEST_F(FakeSystem, DiskEncryptionFollowsLvmDownToLuks) {
+  block_device("dm-0", 253, 0, "CRYPT-LUKS2-4f1c0e4a5b2d4f0e9a1b2c3d4e5f6a7b-cryptlvm");
+  const fs::path home = block_device("dm-2", 253, 2, "LVM-abcdefabcdefabcdef");
+  stack(home, "dm-0");
+  EXPECT_EQ(encryption(253, 2), "yes");
+}
+
+TEST_F(FakeSystem, DiskEncryptionIsUnknownUnlessEveryLayerBelowEncrypts) {
+  // LVM on a plain partition.
+  block_device("sda2", 8, 2, "");
+  const fs::path plain_lvm = block_device("dm-3", 253, 3, "LVM-plain");
+  stack(plain_lvm, "sda2");
+  EXPECT_EQ(encryption(253, 3), "unknown");
+
+  // LVM spanning an encrypted and a plain device.
+  block_device("dm-0", 253, 0, "CRYPT-LUKS2-aaaa-one");
+  const fs::path mixed = block_device("dm-4", 253, 4, "LVM-mixed");
+  stack(mixed, "dm-0");
+  stack(mixed, "sda2");
+  EXPECT_EQ(encryption(253, 4), "unknown");
+
+  // A plain partition, a device-mapper device with nothing below it, and integrity-only
+  // targets cryptsetup also names CRYPT-.
+  EXPECT_EQ(encryption(8, 2), "unknown");
+  block_device("dm-5", 253, 5, "LVM-empty");
+  EXPECT_EQ(encryption(253, 5), "unknown");
+  block_device("dm-6", 253, 6, "CRYPT-VERITY-0123456789abcdef-usr");
+  EXPECT_EQ(encryption(253, 6), "unknown");
+  block_device("dm-7", 253, 7, "CRYPT-INTEGRITY-data");
+  EXPECT_EQ(encryption(253, 7), "unknown");
+
+  // A device sysfs does not list (btrfs and tmpfs have anonymous devices).
+  EXPECT_EQ(encryption(0, 42), "unknown");
+}
+
+TEST_F(FakeSystem, DiskEncryptionStopsOnADeviceStackThatLoops) {
+  const fs::path a = block_device("dm-8", 253, 8, "LVM-a");
+  const fs::path b = block_device("dm-9", 253, 9, "LVM-b");
+  stack(a, "dm-9");
+  stack(b, "dm-8");
+  EXPECT_EQ(encryption(253, 8), "unknown");
+}
+
+TEST_F(FakeSystem, OsVersionNumberComesFromVersionIdOfTheFirstOsReleaseFile) {
+  const fs::path etc = tmp_ / "etc-os-release";
+  const fs::path usr = tmp_ / "usr-os-release";
+  const std::array<fs::path, 2> files = {etc, usr};
+
+  EXPECT_EQ(linux_probes::os_version_number(files), "");  // neither exists
+
+  write_text(usr, "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\n");
+  EXPECT_EQ(linux_probes::os_version_number(files), "22.04");
+
+  write_text(etc,
+             "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nVERSION=\"12\"\n");
+  EXPECT_EQ(linux_probes::os_version_number(files), "12");
+
+  write_text(etc, "ID=alpine\nVERSION_ID=3.19.1\n");
+  EXPECT_EQ(linux_probes::os_version_number(files), "3.19.1");
+
+  // A rolling release has no VERSION_ID; the first file that exists decides.
+  write_text(etc, "NAME=\"Arch Linux\"\nBUILD_ID=rolling\n");
+  EXPECT_EQ(linux_probes::os_version_number(files), "");
+
+  // Not a dotted-decimal version: unknown rather than a guess.
+  write_text(etc, "VERSION_ID=\"12-beta\"\n");
+  EXPECT_EQ(linux_probes::os_version_number(files), "");
+  write_text(etc, "VERSION_ID_LIKE=7\n");
+  EXPECT_EQ(linux_probes::os_version_number(files), "");
+}
+
+TEST(DescribeSecurity, NeverGuessesOnThisMachine) {
+  kaban::testing::TempDir tmp;
+  // The store directory does not exist yet: judged by where it will be.
+  const SecurityFacts facts = describe_security(tmp / "not" / "yet");
+  EXPECT_EQ(facts.screen_lock, "unknown");
+  EXPECT_EQ(facts.rooted, "not_applicable");
+  EXPECT_TRUE(facts.disk_encryption == "yes" || facts.disk_encryption == "unknown")
+      << facts.disk_encryption;
+  EXPECT_TRUE(facts.os_version_number.empty() ||
+              protocol::is_valid_version(facts.os_version_number))
+      << facts.os_version_number;
+
+  // What /etc/os-release says, when it says a plain number.
+  std::ifstream os_release("/etc/os-release");
+  for (std::string line; std::getline(os_release, line);) {
+    if (line == "VERSION_ID=\"12\"") {
+      EXPECT_EQ(facts.os_version_number, "12");
+    }
+  }
+}
+
+TEST(NetworkKind, IsOneOfTheFourWords) {
+  const std::string kind = network_kind();
+  EXPECT_TRUE(kind == "wifi" || kind == "cellular" || kind == "wired" || kind == "unknown") << kind;
+}
+
+TEST(ReadClock, ReadsTheWallClockTheBootIdAndTheBootClock) {
+  const auto before = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  const ClockNow first = read_clock();
+  const ClockNow second = read_clock();
+  const auto after = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  EXPECT_GE(first.wall, before);
+  EXPECT_LE(first.wall, after);
+  EXPECT_GT(first.since_boot, 0);
+  EXPECT_GE(second.since_boot, first.since_boot);
+
+  std::ifstream boot_id("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  if (std::getline(boot_id, id)) {
+    EXPECT_EQ(first.boot_id, id);
+    EXPECT_EQ(first.boot_id.size(), 36u);  // a UUID, without the line end
+  } else {
+    EXPECT_EQ(first.boot_id, "");
+  }
+  EXPECT_EQ(second.boot_id, first.boot_id);
 }
 
 }  // namespace

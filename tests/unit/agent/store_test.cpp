@@ -120,5 +120,22 @@ TEST_F(StoreTest, DamageIsDescribedWithThePage) {
   }
 }
 
+TEST_F(StoreTest, DiskSizeCountsTheStoresFilesAndGrowsWithContent) {
+  EXPECT_EQ(Store::disk_size(dir_), 0u) << "no store, nothing on disk";
+  std::uint64_t empty = 0;
+  {
+    Store store = create();
+    empty = Store::disk_size(dir_);
+    EXPECT_EQ(empty, std::filesystem::file_size(dir_ / Store::kDatabaseFile) +
+                         std::filesystem::file_size(dir_ / Store::kEnvelopeFile));
+    store.db().exec("CREATE TABLE t(x)");
+    for (int i = 0; i < 20; ++i)
+      store.db().exec("INSERT INTO t VALUES (randomblob(10000))");
+  }
+  EXPECT_GE(Store::disk_size(dir_), empty + 20 * 10000);
+  ASSERT_TRUE(Store::wipe(dir_));
+  EXPECT_EQ(Store::disk_size(dir_), 0u);
+}
+
 }  // namespace
 }  // namespace kaban::agent

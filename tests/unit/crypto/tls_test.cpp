@@ -1,9 +1,13 @@
 // Kaban's TLS settings, checked by real handshakes between Asio SSL streams over loopback.
 #include "kaban/crypto/tls.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <openssl/err.h>
@@ -40,6 +44,11 @@ TlsClientTrust trust_pin(const Digest& fingerprint) {
   return trust;
 }
 
+struct SessionFree {
+  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+};
+using SessionPtr = std::unique_ptr<SSL_SESSION, SessionFree>;
+
 struct Outcome {
   boost::system::error_code server_error;
   boost::system::error_code client_error;
@@ -48,6 +57,8 @@ struct Outcome {
   Bytes certificate_seen_by_server;
   int version = 0;
   std::string cipher;
+  SessionPtr session;    // the client's session after a successful handshake, to resume
+  bool resumed = false;  // the client resumed the session it was given
 };
 
 // The OpenSSL reason behind an Asio SSL error (0 for other errors).
@@ -100,6 +111,11 @@ Outcome handshake(ssl::context& server_ctx, ssl::context& client_ctx,
       }
       out.version = SSL_version(client.native_handle());
       out.cipher = SSL_get_cipher_name(client.native_handle());
+      out.session.reset(SSL_get1_session(client.native_handle()));
+      out.resumed = SSL_session_reused(client.native_handle()) == 1;
+      // As if closed cleanly: OpenSSL marks the session of a connection that was not shut down
+      // unresumable.
+      SSL_set_shutdown(client.native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     });
   });
   ioc.run_for(kHandshakeDeadline);
@@ -311,6 +327,83 @@ TEST_F(TlsTest, ConfigurationRejectsBadInput) {
   net::io_context ioc;
   ssl::stream<tcp::socket> stream(ioc, client);
   EXPECT_EQ(expect_server_name(stream.native_handle(), "").error(), errc::invalid_argument);
+}
+
+// A server whose check refuses the certificates in `refused` (by DER), counting its calls.
+struct CheckedServer {
+  CheckedServer(const Pki& pki, std::vector<Bytes> refused_certificates)
+      : refused(std::move(refused_certificates)) {
+    EXPECT_TRUE(configure_server_tls(ctx, pki.server_identity(), [this](ByteView der) {
+      ++calls;
+      return std::find(refused.begin(), refused.end(), Bytes(der.begin(), der.end())) ==
+             refused.end();
+    }));
+  }
+  std::vector<Bytes> refused;
+  std::atomic<int> calls{0};
+  ssl::context ctx{ssl::context::tls_server};
+};
+
+TEST_F(TlsTest, TheServersCheckRefusesACertificateAsRevoked) {
+  CheckedServer server(*pki_, {pki_->device.der()});
+  const TlsClientIdentity identity = pki_->device_identity();
+  trust_test_ca(&identity);
+  const Outcome out = handshake(server.ctx, client_ctx_, expect("localhost"));
+  ASSERT_TRUE(out.server_error);
+  EXPECT_NE(out.server_verify_failure.find("revoked"), std::string::npos)
+      << out.server_verify_failure;
+  EXPECT_TRUE(out.certificate_seen_by_server.empty());
+  EXPECT_EQ(server.calls, 1);
+}
+
+TEST_F(TlsTest, TheServersCheckSeesOnlyLeavesThatPassedTheChain) {
+  // Accepted by the check: the handshake goes on, and the check saw the leaf once.
+  CheckedServer server(*pki_, {});
+  const TlsClientIdentity identity = pki_->device_identity();
+  trust_test_ca(&identity);
+  Outcome out = handshake(server.ctx, client_ctx_, expect("localhost"));
+  ASSERT_FALSE(out.server_error) << out.server_error.message();
+  EXPECT_EQ(out.certificate_seen_by_server, pki_->device.der());
+  EXPECT_EQ(server.calls, 1);
+
+  // A certificate of another CA fails before the check is asked; no certificate, nothing to ask.
+  ssl::context foreign_client{ssl::context::tls_client};
+  const TlsClientIdentity foreign = foreign_->device_identity();
+  ASSERT_TRUE(configure_client_tls(foreign_client, trust_ca(pki_->ca.to_pem()), &foreign));
+  out = handshake(server.ctx, foreign_client, expect("localhost"));
+  EXPECT_TRUE(out.server_error);
+  ssl::context anonymous{ssl::context::tls_client};
+  ASSERT_TRUE(configure_client_tls(anonymous, trust_ca(pki_->ca.to_pem()), nullptr));
+  out = handshake(server.ctx, anonymous, expect("localhost"));
+  EXPECT_FALSE(out.server_error) << out.server_error.message();
+  EXPECT_EQ(server.calls, 1);
+}
+
+TEST_F(TlsTest, AResumedSessionIsPutToTheCheckAgain) {
+  CheckedServer server(*pki_, {});
+  const TlsClientIdentity identity = pki_->device_identity();
+  trust_test_ca(&identity);
+  // TLS 1.2 hands the session ticket over inside the handshake.
+  ASSERT_EQ(SSL_CTX_set_max_proto_version(client_ctx_.native_handle(), TLS1_2_VERSION), 1);
+  Outcome first = handshake(server.ctx, client_ctx_, expect("localhost"));
+  ASSERT_FALSE(first.server_error) << first.server_error.message();
+  ASSERT_TRUE(first.session);
+  const auto resume = [&](ssl_st* ssl) {
+    ASSERT_TRUE(expect_server_name(ssl, "localhost"));
+    ASSERT_EQ(SSL_set_session(ssl, first.session.get()), 1);
+  };
+  // While the certificate is accepted, the session resumes (so this test can see a resumption).
+  const Outcome second = handshake(server.ctx, client_ctx_, resume);
+  ASSERT_FALSE(second.server_error) << second.server_error.message();
+  EXPECT_TRUE(second.resumed);
+
+  // Revoked since: the ticket is not used, and the full handshake fails.
+  server.refused.push_back(pki_->device.der());
+  const Outcome third = handshake(server.ctx, client_ctx_, resume);
+  ASSERT_TRUE(third.server_error);
+  EXPECT_FALSE(third.resumed);
+  EXPECT_NE(third.server_verify_failure.find("revoked"), std::string::npos)
+      << third.server_verify_failure;
 }
 
 }  // namespace

@@ -1,23 +1,30 @@
-// The /v1 outbox and inbox endpoints through Api::handle(), without the network: what a device
-// sends in, what it gets back.
+// The /v1 endpoints through Api::handle(), without the network: what a device sends in, what it
+// gets back; check-ins, compliance and blocking, renewal, device events and revocation.
 #include <chrono>
 #include <future>
 #include <map>
+#include <sstream>
 
 #include <SQLiteCpp/Database.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/crypto/x509.hpp"
 #include "kaban/protocol/attachment.hpp"
+#include "kaban/protocol/compliance.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/messages.hpp"
 #include "kaban/protocol/outbox.hpp"
+#include "kaban/server/admin.hpp"
 #include "kaban/server/api.hpp"
+#include "kaban/server/audit_log.hpp"
 #include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
+#include "kaban/server/error.hpp"
 #include "kaban/server/messaging.hpp"
+#include "kaban/server/policies.hpp"
 #include "test_support.hpp"
 
 namespace kaban::server {
@@ -54,16 +61,96 @@ class ApiTest : public ::testing::Test {
   }
 
   // Enrolls a device for `login`; its certificate's DER.
-  crypto::Bytes enroll(const std::string& login) {
+  crypto::Bytes enroll(const std::string& login) { return enroll_device(login).der; }
+
+  struct EnrolledKey {
+    crypto::Bytes der;
+    std::string id;
+    std::unique_ptr<crypto::EcPrivateKey> key;
+  };
+
+  // Enrolls a device for `login`, keeping its key; `report_token` (64 hex digits) if given.
+  EnrolledKey enroll_device(const std::string& login, const std::string& report_token = "") {
     Directory directory(*db_);
     auto code = directory.create_enroll_code(login, std::chrono::hours(1), kNow);
     EXPECT_TRUE(code);
-    auto key = crypto::EcPrivateKey::generate();
-    auto csr = crypto::CertificateRequest::create(key, login).value().to_pem();
+    auto key = std::make_unique<crypto::EcPrivateKey>(crypto::EcPrivateKey::generate());
+    auto csr = crypto::CertificateRequest::create(*key, login).value().to_pem();
+    EnrollOptions options;
+    if (!report_token.empty())
+      options.report_token_hash = protocol::report_token_hash(report_token);
     auto enrolled = directory.enroll_device(code.value(), csr, {"linux", "", "", login, "0.1.0"},
-                                            kNow, *identity_);
+                                            kNow, *identity_, options);
     EXPECT_TRUE(enrolled);
-    return enrolled.value().certificate.der();
+    return {enrolled.value().certificate.der(), enrolled.value().device_id, std::move(key)};
+  }
+
+  // A posture that keeps every rule of the default policy, at the real time (the API's clock).
+  static protocol::Posture good_posture() {
+    protocol::Posture p;
+    p.screen_lock = protocol::Fact::yes;
+    p.disk_encryption = protocol::Fact::yes;
+    p.rooted = protocol::Fact::not_applicable;
+    p.os_version_number = "12";
+    p.pin_length = 8;
+    p.device_time = to_unix(
+        std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now()));
+    return p;
+  }
+
+  static protocol::CheckinRequest checkin_request(protocol::Posture posture = good_posture(),
+                                                  std::string csr_pem = "") {
+    protocol::CheckinRequest req;
+    req.device = {"linux", "Debian 12", "", "laptop", "0.5.0"};
+    req.posture = std::move(posture);
+    req.csr_pem = std::move(csr_pem);
+    return req;
+  }
+
+  // POST /v1/checkin; the parsed answer (a failed expectation if it is not 200).
+  protocol::CheckinResponse check_in(const crypto::Bytes& certificate,
+                                     const protocol::CheckinRequest& req = checkin_request()) {
+    HttpResponse r = post(certificate, "/v1/checkin", protocol::to_json(req));
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto parsed = protocol::parse_checkin_response(r.body);
+    EXPECT_TRUE(parsed) << r.body;
+    return parsed ? std::move(parsed).value() : protocol::CheckinResponse{};
+  }
+
+  // POST /v1/device-events, without a client certificate.
+  HttpResponse report(const std::string& device_id, const std::string& token,
+                      std::vector<protocol::DeviceEvent> events) {
+    protocol::DeviceEventsRequest body{device_id, token, std::move(events)};
+    return post({}, "/v1/device-events", protocol::to_json(body));
+  }
+
+  void set_default_policy(const std::string& json_text) {
+    auto file = protocol::parse_policy_file(json_text);
+    ASSERT_TRUE(file) << json_text;
+    ASSERT_TRUE(Policies(*db_).set(kDefaultPolicyAudience, file.value(), kNow));
+  }
+
+  // The whole audit log, oldest first.
+  std::vector<AuditEntry> audit_entries() {
+    auto entries = AuditLog(*db_).since(UnixTime{}, 1000);
+    EXPECT_TRUE(entries);
+    return entries ? std::move(entries).value() : std::vector<AuditEntry>{};
+  }
+
+  Device device_row(const std::string& id) {
+    auto found = Directory(*db_).find_device(id);
+    EXPECT_TRUE(found && found.value());
+    return found && found.value() ? *found.value() : Device{};
+  }
+
+  // Runs an admin command; its output (a failed expectation if it fails).
+  template <class Command>
+  std::string admin(Command command) {
+    std::ostringstream out;
+    std::string why;
+    auto done = command(out, why);
+    EXPECT_TRUE(done) << why;
+    return out.str();
   }
 
   HttpResponse get(const crypto::Bytes& certificate, const std::string& path,
@@ -477,6 +564,514 @@ TEST_F(ApiTest, AttachmentChunksReachWhoMayReadTheMessageOnly) {
   ASSERT_EQ(direct.status, protocol::OutboxStatus::accepted) << direct.reason;
   EXPECT_EQ(get(bob_, "/v1/chunks/" + hash_of(note)).status, 200);
   EXPECT_EQ(get(carol, "/v1/chunks/" + hash_of(note)).status, 404);
+}
+
+TEST_F(ApiTest, ACheckinAnswersTheSignedPolicyLeaseCoursesAndUnlockCodeHash) {
+  const auto alice = enroll_device("alice");
+  const auto before =
+      std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+  const protocol::CheckinResponse answer = check_in(alice.der);
+  EXPECT_EQ(answer.device_id, alice.id);
+  EXPECT_EQ(answer.login, "alice");
+  EXPECT_EQ(answer.verdict, protocol::Verdict::compliant);
+  EXPECT_TRUE(answer.reasons.empty());
+  EXPECT_GE(answer.server_time, to_unix(before));
+  EXPECT_EQ(answer.certificate_pem, "");  // a fresh certificate is not due
+  EXPECT_TRUE(answer.commands.empty());
+  ASSERT_TRUE(answer.courses);
+  EXPECT_TRUE(answer.courses->empty());
+
+  const auto key = identity_->signing_key.public_key();
+  ASSERT_TRUE(protocol::verify_text(answer.policy, key));
+  ASSERT_TRUE(protocol::verify_text(answer.lease, key));
+  auto policy = protocol::parse_device_policy_text(answer.policy.text);
+  ASSERT_TRUE(policy);
+  EXPECT_EQ(policy.value().device_id, alice.id);
+  EXPECT_EQ(policy.value().version, Policies(*db_).version().value());
+  EXPECT_EQ(policy.value().settings, protocol::Policy{});
+  auto lease = protocol::parse_lease_text(answer.lease.text);
+  ASSERT_TRUE(lease);
+  EXPECT_EQ(lease.value().device_id, alice.id);
+  EXPECT_EQ(lease.value().issued_at, answer.server_time);
+  EXPECT_EQ(lease.value().block_after, answer.server_time + 720 * 60);
+  EXPECT_EQ(lease.value().wipe_after, answer.server_time + 90 * 86'400);
+  EXPECT_EQ(lease.value().verdict, protocol::Verdict::compliant);
+
+  const std::string code = Directory(*db_).unlock_code(alice.id).value();
+  EXPECT_EQ(answer.unlock_code_hash, protocol::unlock_code_hash(code));
+  const Device stored = device_row(alice.id);
+  EXPECT_EQ(stored.policy_version, policy.value().version);
+  EXPECT_EQ(stored.block_after, lease.value().block_after);
+  EXPECT_EQ(stored.description.agent_version, "0.5.0");
+}
+
+TEST_F(ApiTest, ANonCompliantDeviceIsToldWhyAndBlocked) {
+  const auto alice = enroll_device("alice");
+  auto posture = good_posture();
+  posture.pin_simple = true;
+  posture.clock_rollback_seconds = 3600;
+  const auto answer = check_in(alice.der, checkin_request(posture));
+  EXPECT_EQ(answer.verdict, protocol::Verdict::blocked);
+  ASSERT_EQ(answer.reasons.size(), 2u);
+  EXPECT_EQ(answer.reasons[0].setting, "pin_block_simple");
+  EXPECT_EQ(answer.reasons[1].setting, "clock");
+  EXPECT_FALSE(answer.courses) << "a blocked device keeps what it has, unreadable";
+  auto lease = protocol::parse_lease_text(answer.lease.text).value();
+  EXPECT_EQ(lease.block_after, lease.issued_at);
+  EXPECT_EQ(lease.verdict, protocol::Verdict::blocked);
+
+  const std::string hash = hash_of("x");
+  for (const HttpResponse& r :
+       {get(alice.der, "/v1/changes"), get(alice.der, "/v1/chunks/" + hash),
+        put(alice.der, "/v1/chunks/" + hash, "x"),
+        post(alice.der, "/v1/outbox", protocol::to_json(protocol::OutboxUpload{})),
+        get(alice.der, "/v1/inbox")}) {
+    EXPECT_EQ(r.status, 403) << r.body;
+    EXPECT_EQ(error_code(r), "device_blocked");
+    EXPECT_NE(r.body.find("too simple"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("compliant"), std::string::npos) << r.body;
+    EXPECT_EQ(r.log_device, alice.id);
+  }
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM uploaded_chunks").getInt(), 0);
+
+  // The other people's devices are not affected.
+  EXPECT_EQ(get(bob_, "/v1/changes").status, 200);
+
+  // A compliant check-in lifts it.
+  const auto fixed = check_in(alice.der);
+  EXPECT_EQ(fixed.verdict, protocol::Verdict::compliant);
+  EXPECT_TRUE(fixed.courses);
+  EXPECT_EQ(get(alice.der, "/v1/changes").status, 200);
+}
+
+TEST_F(ApiTest, ABlockedDeviceReadsOnlyMessagesFromIt) {
+  const auto alice = enroll_device("alice");
+  std::string why;
+  Messaging messaging(*db_);
+  ASSERT_TRUE(messaging.add_members("team-a", std::vector<std::string>{"alice"}, kNow, why));
+  Announcement a;
+  a.audience = "all";
+  a.body = "Update your PIN, please";
+  ASSERT_TRUE(messaging.announce(a, kNow, why)) << why;
+  ASSERT_EQ(post_message(bob_, 1, "team-a", {}).status, protocol::OutboxStatus::accepted);
+
+  auto posture = good_posture();
+  posture.pin_set = false;
+  ASSERT_EQ(check_in(alice.der, checkin_request(posture)).verdict, protocol::Verdict::blocked);
+  EXPECT_EQ(get(alice.der, "/v1/inbox").status, 403);
+  EXPECT_EQ(get(alice.der, "/v1/inbox", {{"priority", "urgent"}}).status, 403);
+  HttpResponse r = get(alice.der, "/v1/inbox", {{"from", "it"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto page = protocol::parse_inbox_response(r.body);
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page.value().changes.size(), 1u);
+  ASSERT_TRUE(page.value().changes[0].message);
+  EXPECT_EQ(page.value().changes[0].message->body, "Update your PIN, please");
+  EXPECT_EQ(page.value().changes[0].message->sender, "");
+
+  EXPECT_EQ(error_code(get(alice.der, "/v1/inbox", {{"from", "bob"}})), "device_blocked");
+  r = get(bob_, "/v1/inbox", {{"from", "bob"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("\\\"it\\\""), std::string::npos) << r.body;
+}
+
+TEST_F(ApiTest, ADeviceOfflinePastItsLeaseIsBlockedUntilItChecksIn) {
+  const auto alice = enroll_device("alice");
+  // Enrolled and never checked in: no lease yet, nothing to block on.
+  EXPECT_EQ(get(alice.der, "/v1/changes").status, 200);
+  check_in(alice.der);
+  EXPECT_EQ(get(alice.der, "/v1/changes").status, 200);
+  // Its lease ran out an hour ago.
+  const std::int64_t an_hour_ago = to_unix(std::chrono::time_point_cast<std::chrono::seconds>(
+                                       std::chrono::system_clock::now())) -
+                                   3600;
+  SQLite::Statement expire(*db_,
+                           "UPDATE devices SET block_after = ?, last_checkin_at = ? WHERE id = ?");
+  expire.bind(1, an_hour_ago);
+  expire.bind(2, an_hour_ago - 12 * 3600);
+  expire.bind(3, alice.id);
+  ASSERT_EQ(expire.exec(), 1);
+  HttpResponse r = get(alice.der, "/v1/changes");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(error_code(r), "device_blocked");
+  EXPECT_NE(r.body.find("not checked in for 13 h"), std::string::npos) << r.body;
+  EXPECT_EQ(get(alice.der, "/v1/inbox", {{"from", "it"}}).status, 200);
+  check_in(alice.der);
+  EXPECT_EQ(get(alice.der, "/v1/changes").status, 200);
+}
+
+TEST_F(ApiTest, ACertificateIsRenewedOnlyWhenDueAndWhileInGoodStanding) {
+  const auto alice = enroll_device("alice");
+  const std::string csr = crypto::CertificateRequest::create(*alice.key, "alice").value().to_pem();
+  // Fresh (30 days left of 30): not due.
+  EXPECT_EQ(check_in(alice.der, checkin_request(good_posture(), csr)).certificate_pem, "");
+
+  // The policy shortened the lifetime below what the certificate has left: due.
+  set_default_policy(R"({"certificate_lifetime_days": 7})");
+  auto answer = check_in(alice.der, checkin_request(good_posture(), csr));
+  ASSERT_NE(answer.certificate_pem, "");
+  auto renewed = crypto::Certificate::from_pem(answer.certificate_pem);
+  ASSERT_TRUE(renewed);
+  EXPECT_EQ(renewed.value().public_key_der(), alice.key->public_key_der());
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(renewed.value().not_after() -
+                                                             renewed.value().not_before()),
+            std::chrono::days(7) + crypto::kCertificateBackdate);
+  const std::array<crypto::Certificate, 1> trusted{identity_->ca_certificate};
+  EXPECT_TRUE(crypto::verify_chain(renewed.value(), trusted, std::chrono::system_clock::now()));
+  // The new certificate speaks for the same device; so does the old one, until it expires.
+  const crypto::Bytes second = renewed.value().der();
+  HttpResponse r = get(second, "/v1/changes");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.log_device, alice.id);
+  EXPECT_EQ(check_in(second).device_id, alice.id);
+  EXPECT_EQ(get(alice.der, "/v1/changes").status, 200);
+  // The renewed one has its whole (new) lifetime left: not due.
+  EXPECT_EQ(check_in(second, checkin_request(good_posture(), csr)).certificate_pem, "");
+
+  // Less than half the lifetime left: due. (A certificate of one day, recorded as the device's.)
+  auto short_lived =
+      crypto::issue_certificate(identity_->ca_certificate, identity_->ca_key,
+                                crypto::CertificateRequest::from_pem(csr).value(),
+                                {std::chrono::days(1), crypto::CertificatePurpose::client, {}, {}});
+  ASSERT_TRUE(short_lived);
+  SQLite::Statement record(*db_,
+                           "INSERT INTO device_certificates(fingerprint, device_id, serial, "
+                           "issued_at, not_after) VALUES (?, ?, '01', 0, 0)");
+  record.bind(1, crypto::to_hex(short_lived.value().fingerprint()));
+  record.bind(2, alice.id);
+  record.exec();
+  const crypto::Bytes third = short_lived.value().der();
+  EXPECT_NE(check_in(third, checkin_request(good_posture(), csr)).certificate_pem, "");
+
+  // Not while blocked, due or not.
+  auto posture = good_posture();
+  posture.pin_set = false;
+  answer = check_in(third, checkin_request(posture, csr));
+  EXPECT_EQ(answer.verdict, protocol::Verdict::blocked);
+  EXPECT_EQ(answer.certificate_pem, "");
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM device_certificates WHERE device_id = '" +
+                            alice.id + "'")
+                .getInt(),
+            4);
+}
+
+TEST_F(ApiTest, ARenewalRequestForAnotherKeyIsRefusedAndNothingIsRecorded) {
+  const auto alice = enroll_device("alice");
+  set_default_policy(R"({"certificate_lifetime_days": 7})");  // renewal due
+  const auto other = crypto::EcPrivateKey::generate();
+  const std::string foreign = crypto::CertificateRequest::create(other, "alice").value().to_pem();
+  auto posture = good_posture();
+  posture.pin_set = false;  // would change the verdict if it were recorded
+  HttpResponse r =
+      post(alice.der, "/v1/checkin", protocol::to_json(checkin_request(posture, foreign)));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(error_code(r), "csr_key_mismatch");
+  EXPECT_NE(r.body.find("Nothing was recorded"), std::string::npos) << r.body;
+  r = post(alice.der, "/v1/checkin",
+           protocol::to_json(
+               checkin_request(posture,
+                               "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE "
+                               "REQUEST-----\n")));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(error_code(r), "csr_invalid");
+  const Device stored = device_row(alice.id);
+  EXPECT_EQ(stored.policy_version, 0);
+  EXPECT_EQ(stored.verdict, protocol::Verdict::compliant);
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM device_certificates WHERE device_id = '" +
+                            alice.id + "'")
+                .getInt(),
+            1);
+}
+
+TEST_F(ApiTest, DeviceEventsWithAWrongTokenAreRefusedAndChangeNothing) {
+  ApiConfig config;
+  config.enroll_failures_allowed = 3;
+  api_ = std::make_unique<Api>(tmp_.path(), *identity_, config);
+  const std::string token(64, '7');
+  const auto alice = enroll_device("alice", token);
+  const protocol::DeviceEvent locked{protocol::DeviceEventKind::locked, "pin_attempts", 0,
+                                     1'800'000'000};
+  for (const std::string& wrong : {std::string(64, '8'), std::string(64, '0')}) {
+    HttpResponse r = report(alice.id, wrong, {locked});
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_EQ(error_code(r), "bad_token");
+  }
+  // Another device's token does not do either.
+  const auto bob = enroll_device("bob", std::string(64, '9'));
+  EXPECT_EQ(report(alice.id, std::string(64, '9'), {locked}).status, 401);
+  EXPECT_EQ(device_row(alice.id).locked_at, 0);
+  const auto entries = audit_entries();
+  EXPECT_GE(entries.size(), 2u);  // the enrollments
+  for (const auto& e : entries)
+    EXPECT_NE(e.event, "device_locked");
+  // Three failures from this address: now even the right token waits.
+  HttpResponse r = report(alice.id, token, {locked});
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(error_code(r), "too_many_attempts");
+
+  // From a fresh limiter the right token is taken.
+  api_ = std::make_unique<Api>(tmp_.path(), *identity_, config);
+  r = report(alice.id, token, {locked});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(nlohmann::json::parse(r.body), (nlohmann::json{{"accepted", 1}}));
+  EXPECT_EQ(r.log_device, alice.id);
+  EXPECT_NE(device_row(alice.id).locked_at, 0);
+  EXPECT_EQ(device_row(alice.id).lock_reason, "pin_attempts");
+
+  // A malformed body is a bad request, not a wrong token.
+  r = post({}, "/v1/device-events", R"({"device_id":"x"})");
+  EXPECT_EQ(r.status, 400);
+  HttpRequest head;
+  head.method = "POST";
+  head.path = "/v1/device-events";
+  HttpResponse refusal;
+  EXPECT_EQ(api_->body_limit(head, refusal), protocol::kMaxDeviceEventsRequestSize);
+  head.method = "GET";
+  EXPECT_FALSE(api_->body_limit(head, refusal));
+  EXPECT_EQ(refusal.status, 405);
+}
+
+TEST_F(ApiTest, AWipeCommandIsSentAtEveryCheckinUntilTheDeviceReportsTheWipe) {
+  const std::string token(64, 'a');
+  const auto alice = enroll_device("alice", token);
+  const std::string printed = admin([&](std::ostream& out, std::string& why) {
+    return admin_device_wipe(tmp_.path(), alice.id.substr(0, 10), out, why);
+  });
+  EXPECT_NE(printed.find("queued"), std::string::npos) << printed;
+  const auto pending = Directory(*db_).pending_commands(alice.id).value();
+  ASSERT_EQ(pending.size(), 1u);
+  const protocol::DeviceCommand wipe{pending[0].id, protocol::CommandKind::wipe};
+  EXPECT_NE(printed.find(std::to_string(wipe.id)), std::string::npos) << printed;
+  // Asked twice, it is still one command.
+  admin([&](std::ostream& out, std::string& why) {
+    return admin_device_wipe(tmp_.path(), alice.id, out, why);
+  });
+  EXPECT_EQ(Directory(*db_).pending_commands(alice.id).value().size(), 1u);
+
+  EXPECT_EQ(check_in(alice.der).commands, std::vector<protocol::DeviceCommand>{wipe});
+  EXPECT_EQ(check_in(alice.der).commands, std::vector<protocol::DeviceCommand>{wipe});
+  HttpResponse r = report(alice.id, token,
+                          {{protocol::DeviceEventKind::wiped, "command", wipe.id, 1'800'000'000}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(check_in(alice.der).commands.empty());
+  EXPECT_NE(device_row(alice.id).wiped_at, 0);
+  // The report shows it wiped.
+  const auto report_json = nlohmann::json::parse(admin([&](std::ostream& out, std::string& why) {
+    return admin_report_compliance(tmp_.path(), Listing::json, out, why);
+  }));
+  for (const auto& d : report_json) {
+    if (d["id"] == alice.id) {
+      EXPECT_EQ(d["lease"], "wiped");
+    }
+  }
+}
+
+TEST_F(ApiTest, UnlockingRotatesTheUnlockCode) {
+  const std::string token(64, 'b');
+  const auto alice = enroll_device("alice", token);
+  const std::string first_hash = check_in(alice.der).unlock_code_hash;
+  const std::string shown = admin([&](std::ostream& out, std::string& why) {
+    return admin_device_unlock(tmp_.path(), alice.id.substr(0, 8), out, why);
+  });
+  const std::string code = Directory(*db_).unlock_code(alice.id).value();
+  EXPECT_NE(shown.find(code), std::string::npos) << shown;
+  EXPECT_EQ(protocol::unlock_code_hash(code), first_hash);
+  ASSERT_EQ(report(alice.id, token,
+                   {{protocol::DeviceEventKind::locked, "pin_attempts", 0, 1'800'000'000},
+                    {protocol::DeviceEventKind::unlocked, "unlock_code", 0, 1'800'000'100}})
+                .status,
+            200);
+  const std::string second_hash = check_in(alice.der).unlock_code_hash;
+  EXPECT_NE(second_hash, first_hash);
+  EXPECT_EQ(protocol::unlock_code_hash(Directory(*db_).unlock_code(alice.id).value()), second_hash);
+  // Showing the code is audited; the code itself is not in the log.
+  const auto entries = audit_entries();
+  int shown_entries = 0;
+  for (const auto& e : entries) {
+    shown_entries += e.event == "unlock_code_shown";
+    EXPECT_EQ(e.details.find(code), std::string::npos) << e.event;
+  }
+  EXPECT_EQ(shown_entries, 1);
+}
+
+TEST_F(ApiTest, ARevokedDevicesCertificatesAreRefusedAndOthersAreNot) {
+  const auto alice = enroll_device("alice");
+  set_default_policy(R"({"certificate_lifetime_days": 7})");
+  const std::string csr = crypto::CertificateRequest::create(*alice.key, "alice").value().to_pem();
+  const auto renewed = check_in(alice.der, checkin_request(good_posture(), csr)).certificate_pem;
+  ASSERT_NE(renewed, "");
+  const crypto::Bytes second = crypto::Certificate::from_pem(renewed).value().der();
+  EXPECT_TRUE(api_->accept_client_certificate(alice.der));
+  EXPECT_TRUE(api_->accept_client_certificate(second));
+
+  const std::string printed = admin([&](std::ostream& out, std::string& why) {
+    return admin_device_revoke(tmp_.path(), alice.id.substr(0, 12), out, why);
+  });
+  EXPECT_NE(printed.find("revoked device " + alice.id), std::string::npos) << printed;
+  EXPECT_FALSE(api_->accept_client_certificate(alice.der));
+  EXPECT_FALSE(api_->accept_client_certificate(second));
+  EXPECT_TRUE(api_->accept_client_certificate(bob_));
+  // A certificate no device has is left to the request (403 unknown_device).
+  const auto stranger = crypto::Certificate::from_pem(identity_->tls_chain_pem).value().der();
+  EXPECT_TRUE(api_->accept_client_certificate(stranger));
+  EXPECT_EQ(error_code(get(alice.der, "/v1/changes")), "device_revoked");
+  EXPECT_EQ(error_code(post(second, "/v1/checkin", protocol::to_json(checkin_request()))),
+            "device_revoked");
+
+  // Nothing more can be queued for it, and the command says why.
+  std::ostringstream out;
+  std::string why;
+  auto queued = admin_device_lock(tmp_.path(), alice.id, out, why);
+  ASSERT_FALSE(queued);
+  EXPECT_NE(why.find("revoked"), std::string::npos) << why;
+  int revocations = 0;
+  for (const auto& e : audit_entries())
+    revocations += e.event == "device_revoked" && e.subject == alice.id;
+  EXPECT_EQ(revocations, 1);
+}
+
+TEST_F(ApiTest, AdminDeviceCommandsNameADeviceByAUniquePrefix) {
+  std::ostringstream out;
+  std::string why;
+  auto r = admin_device_wipe(tmp_.path(), "1234", out, why);
+  ASSERT_FALSE(r);
+  EXPECT_NE(why.find("at least 8 hex digits"), std::string::npos) << why;
+  why.clear();
+  r = admin_device_lock(tmp_.path(), "0000000000", out, why);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::no_such_device);
+  EXPECT_NE(why.find("admin device list"), std::string::npos) << why;
+  EXPECT_TRUE(out.str().empty());
+}
+
+TEST_F(ApiTest, TheComplianceReportShowsWhereEachLeaseStands) {
+  Directory directory(*db_);
+  for (const char* login : {"carol", "dave", "erin"})
+    ASSERT_TRUE(directory.add_user(login, login, kNow));
+  const auto alice = enroll_device("alice");  // offline too long, by today's policy
+  const auto carol = enroll_device("carol");  // never checked in
+  const auto dave = enroll_device("dave");    // past the lease's wipe_after
+  const auto erin = enroll_device("erin");    // revoked
+  const std::string bob_id = crypto::to_hex(crypto::sha256(bob_));
+  check_in(bob_);
+  check_in(alice.der);
+  check_in(dave.der);
+  check_in(erin.der);
+  auto posture = good_posture();
+  posture.pin_simple = true;
+  const auto now_s =
+      to_unix(std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now()));
+  // Alice last checked in two days ago; her lease (as stored) would still run, but the policy's
+  // 12 hours have passed: she is listed blocked although her device never heard so.
+  SQLite::Statement back(*db_,
+                         "UPDATE devices SET last_checkin_at = ?, block_after = ? "
+                         "WHERE id = ?");
+  back.bind(1, now_s - 2 * 86'400);
+  back.bind(2, now_s + 3600);
+  back.bind(3, alice.id);
+  ASSERT_EQ(back.exec(), 1);
+  SQLite::Statement wipe_due(*db_, "UPDATE devices SET wipe_after = ? WHERE id = ?");
+  wipe_due.bind(1, now_s - 60);
+  wipe_due.bind(2, dave.id);
+  ASSERT_EQ(wipe_due.exec(), 1);
+  admin([&](std::ostream& out, std::string& why) {
+    return admin_device_revoke(tmp_.path(), erin.id, out, why);
+  });
+  admin([&](std::ostream& out, std::string& why) {
+    return admin_device_lock(tmp_.path(), bob_id, out, why);
+  });
+
+  const auto report_json = nlohmann::json::parse(admin([&](std::ostream& out, std::string& why) {
+    return admin_report_compliance(tmp_.path(), Listing::json, out, why);
+  }));
+  std::map<std::string, nlohmann::json> by_id;
+  for (const auto& d : report_json)
+    by_id[d["id"].get<std::string>()] = d;
+  ASSERT_EQ(by_id.size(), 6u);  // with the device alice enrolled first, never checked in
+  EXPECT_EQ(by_id[bob_id]["lease"], "within grace");
+  EXPECT_EQ(by_id[bob_id]["login"], "bob");
+  EXPECT_EQ(by_id[bob_id]["verdict"], "compliant");
+  ASSERT_EQ(by_id[bob_id]["pending_commands"].size(), 1u);
+  EXPECT_EQ(by_id[bob_id]["pending_commands"][0]["kind"], "lock");
+  EXPECT_EQ(by_id[alice.id]["lease"], "blocked (no check-in for 2 d)");
+  EXPECT_EQ(by_id[carol.id]["lease"], "never checked in");
+  EXPECT_TRUE(by_id[carol.id]["verdict"].is_null());
+  EXPECT_EQ(by_id[dave.id]["lease"], "wipe due");
+  EXPECT_EQ(by_id[erin.id]["lease"], "revoked");
+
+  // A blocking verdict is its own state, with its reasons.
+  check_in(alice.der, checkin_request(posture));
+  const auto table = admin([&](std::ostream& out, std::string& why) {
+    return admin_report_compliance(tmp_.path(), Listing::table, out, why);
+  });
+  EXPECT_NE(table.find("blocked (not compliant)"), std::string::npos) << table;
+  EXPECT_NE(table.find("too simple"), std::string::npos) << table;
+  const auto csv = admin([&](std::ostream& out, std::string& why) {
+    return admin_report_compliance(tmp_.path(), Listing::csv, out, why);
+  });
+  EXPECT_EQ(csv.rfind("DEVICE,LOGIN,PLATFORM,VERDICT,REASONS,LAST CHECK-IN,LEASE,COMMANDS\r\n", 0),
+            0u)
+      << csv;
+  EXPECT_NE(csv.find(alice.id), std::string::npos);
+
+  // The device list shows the same devices with their state.
+  const auto list = nlohmann::json::parse(admin([&](std::ostream& out, std::string& why) {
+    return admin_device_list(tmp_.path(), Listing::json, out, why);
+  }));
+  ASSERT_EQ(list.size(), 6u);
+  for (const auto& d : list) {
+    EXPECT_TRUE(d.contains("id") && d.contains("login")) << d.dump();
+    if (d["id"] == erin.id) {
+      EXPECT_TRUE(d["revoked"].get<bool>());
+    }
+    if (d["id"] == alice.id) {
+      EXPECT_EQ(d["verdict"], "blocked");
+    }
+  }
+}
+
+TEST_F(ApiTest, EnrollmentAnswersASignedPolicyAndFailuresAreAuditedWithoutTheCode) {
+  Directory directory(*db_);
+  const std::string code =
+      directory
+          .create_enroll_code(
+              "alice", std::chrono::hours(1),
+              std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now()))
+          .value();
+  auto key = crypto::EcPrivateKey::generate();
+  protocol::EnrollRequest req;
+  req.csr_pem = crypto::CertificateRequest::create(key, "alice").value().to_pem();
+  req.device = {"linux", "Debian 12", "", "laptop", "0.5.0"};
+  req.report_token_hash = protocol::report_token_hash(std::string(64, 'd'));
+  req.code = "ZZZZ-ZZZZ-ZZZZ-ZZZZ";
+  HttpResponse r = post({}, "/v1/enroll", protocol::to_json(req));
+  EXPECT_EQ(r.status, 401);
+  req.code = code;
+  r = post({}, "/v1/enroll", protocol::to_json(req));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto answer = protocol::parse_enroll_response(r.body);
+  ASSERT_TRUE(answer) << r.body;
+  ASSERT_TRUE(protocol::verify_text(answer.value().policy, identity_->signing_key.public_key()));
+  auto policy = protocol::parse_device_policy_text(answer.value().policy.text);
+  ASSERT_TRUE(policy);
+  EXPECT_EQ(policy.value().device_id, answer.value().device_id);
+  EXPECT_EQ(policy.value().settings, protocol::Policy{});
+  EXPECT_TRUE(
+      Directory(*db_).report_token_matches(answer.value().device_id, std::string(64, 'd')).value());
+  // Used again: refused, and audited as a failure.
+  r = post({}, "/v1/enroll", protocol::to_json(req));
+  EXPECT_EQ(error_code(r), "enroll_code_used");
+
+  std::vector<std::string> reasons;
+  for (const auto& e : audit_entries()) {
+    EXPECT_EQ(e.details.find(code), std::string::npos) << e.event;
+    EXPECT_EQ(e.details.find("ZZZZ"), std::string::npos) << e.event;
+    if (e.event == "enroll_failed") {
+      EXPECT_EQ(e.actor, "address:127.0.0.1");
+      reasons.push_back(nlohmann::json::parse(e.details)["reason"].get<std::string>());
+    }
+  }
+  EXPECT_EQ(reasons, (std::vector<std::string>{"enroll_code_invalid", "enroll_code_used"}));
 }
 
 }  // namespace

@@ -314,7 +314,7 @@ TEST_F(CatalogTest, ChunkVisibilityFollowsTheCourseAudience) {
   EXPECT_FALSE(catalog_->chunk_visible("nobody", hash).value());
   EXPECT_TRUE(catalog_->changes_since("nobody", 0, 10).value().empty());
 
-  db_->exec("UPDATE courses SET audience = 'none' WHERE id = 'fire-safety'");
+  db_->exec("UPDATE course_assignments SET audience = 'none' WHERE course_id = 'fire-safety'");
   EXPECT_FALSE(catalog_->chunk_visible("alice", hash).value());
   EXPECT_TRUE(catalog_->changes_since("alice", 0, 10).value().empty());
 }

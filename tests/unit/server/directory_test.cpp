@@ -9,10 +9,13 @@
 #include "kaban/crypto/bytes.hpp"
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/crypto/x509.hpp"
+#include "kaban/protocol/compliance.hpp"
+#include "kaban/server/audit_log.hpp"
 #include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
+#include "kaban/server/policies.hpp"
 #include "test_support.hpp"
 
 namespace kaban::server {
@@ -55,6 +58,46 @@ class DirectoryTest : public ::testing::Test {
 
   int count(const char* table) {
     return db_->execAndGet(std::string("SELECT count(*) FROM ") + table).getInt();
+  }
+
+  // Enrolls a device of alice with `key`, giving `token_hash`.
+  EnrolledDevice enroll(const crypto::EcPrivateKey& key, const std::string& token_hash = "") {
+    EnrollOptions options;
+    options.report_token_hash = token_hash;
+    options.peer_address = "192.0.2.7";
+    auto csr = crypto::CertificateRequest::create(key, "device").value().to_pem();
+    auto enrolled = directory_->enroll_device(new_code(), csr, laptop(), kNow, *identity_, options);
+    EXPECT_TRUE(enrolled) << enrolled.error().message();
+    return std::move(enrolled).value();
+  }
+
+  // The audit entries with `event`, oldest first.
+  std::vector<AuditEntry> audited(const std::string& event) {
+    auto entries = AuditLog(*db_).since(UnixTime{}, 1000);
+    EXPECT_TRUE(entries);
+    std::vector<AuditEntry> hits;
+    for (auto& e : entries.value())
+      if (e.event == event)
+        hits.push_back(e);
+    return hits;
+  }
+
+  std::string column(const std::string& device_id, const char* name) {
+    SQLite::Statement q(*db_,
+                        std::string("SELECT coalesce(") + name + ", '') FROM devices WHERE id = ?");
+    q.bind(1, device_id);
+    EXPECT_TRUE(q.executeStep());
+    return q.getColumn(0).getString();
+  }
+
+  // A devices row with a chosen id (for prefix tests), without a certificate.
+  void insert_device(const std::string& id) {
+    SQLite::Statement q(*db_,
+                        "INSERT INTO devices(id, login, serial, certificate_pem, platform, "
+                        "os_version, model, name, agent_version, enrolled_at, last_checkin_at) "
+                        "VALUES (?, 'alice', '01', '', 'linux', '', '', '', '', 0, 0)");
+    q.bind(1, id);
+    q.exec();
   }
 
   TempDir tmp_;
@@ -128,9 +171,13 @@ TEST_F(DirectoryTest, EnrollIssuesADeviceCertificateUnderTheCa) {
 
   const std::array<crypto::Certificate, 1> trusted{identity_->ca_certificate};
   EXPECT_TRUE(crypto::verify_chain(device.certificate, trusted, std::chrono::system_clock::now()));
+  // The default policy's certificate lifetime.
   const auto lifetime = device.certificate.not_after() - device.certificate.not_before();
   EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(lifetime),
-            kDeviceCertificateValidity + crypto::kCertificateBackdate);
+            std::chrono::days(protocol::Policy{}.certificate_lifetime_days) +
+                crypto::kCertificateBackdate);
+  EXPECT_EQ(device.policy, protocol::Policy{});
+  EXPECT_GE(device.policy_version, 1);
 
   auto stored = directory_->find_device(device.device_id);
   ASSERT_TRUE(stored && stored.value());
@@ -240,10 +287,13 @@ TEST_F(DirectoryTest, CheckinUpdatesTheDeviceAndListShowsIt) {
   auto newer = laptop();
   newer.os_version = "Debian 13";
   newer.agent_version = "0.2.0";
-  auto checked = directory_->record_checkin(enrolled.device_id, newer, kNow + 1h);
+  CheckinRecord record;
+  record.description = newer;
+  record.policy_version = 3;
+  auto checked = directory_->record_checkin(enrolled.device_id, record, kNow + 1h);
   ASSERT_TRUE(checked);
   EXPECT_TRUE(checked.value());
-  auto unknown = directory_->record_checkin(std::string(64, '0'), newer, kNow);
+  auto unknown = directory_->record_checkin(std::string(64, '0'), record, kNow);
   ASSERT_TRUE(unknown);
   EXPECT_FALSE(unknown.value());
 
@@ -260,12 +310,241 @@ TEST_F(DirectoryTest, CheckinUpdatesTheDeviceAndListShowsIt) {
   EXPECT_EQ(first.description, newer);
   EXPECT_EQ(first.enrolled_at, kNow);
   EXPECT_EQ(first.last_checkin_at, kNow + 1h);
+  EXPECT_EQ(first.policy_version, 3);
   EXPECT_FALSE(first.revoked);
   EXPECT_EQ(devices.value()[1].login, "bob");
 
   auto revoked = directory_->revoke_device(enrolled.device_id, kNow + 2h);
   ASSERT_TRUE(revoked && revoked.value());
   EXPECT_TRUE(directory_->find_device(enrolled.device_id).value()->revoked);
+}
+
+TEST_F(DirectoryTest, EnrollmentRecordsTheFirstCertificateTokenAndUnlockCodeAndIsAudited) {
+  const auto key = crypto::EcPrivateKey::generate();
+  const std::string token_hash = protocol::report_token_hash(std::string(64, 'a'));
+  const EnrolledDevice device = enroll(key, token_hash);
+  // A request presenting the first certificate finds the device.
+  auto found = directory_->find_device_by_certificate(device.device_id);
+  ASSERT_TRUE(found && found.value());
+  EXPECT_EQ(found.value()->id, device.device_id);
+  EXPECT_EQ(found.value()->certificate_not_after,
+            std::chrono::duration_cast<std::chrono::seconds>(
+                device.certificate.not_after().time_since_epoch())
+                .count());
+  EXPECT_EQ(found.value()->policy_version, 0);  // enrolled, never checked in
+  EXPECT_EQ(column(device.device_id, "report_token_hash"), token_hash);
+  const std::regex shape("[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}");
+  auto code = directory_->unlock_code(device.device_id);
+  ASSERT_TRUE(code);
+  EXPECT_TRUE(std::regex_match(code.value(), shape)) << code.value();
+  EXPECT_EQ(directory_->unlock_code(device.device_id).value(), code.value());
+
+  const auto entries = audited("device_enrolled");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].actor, "device:" + device.device_id);
+  EXPECT_EQ(entries[0].subject, device.device_id);
+  EXPECT_NE(entries[0].details.find("192.0.2.7"), std::string::npos) << entries[0].details;
+  EXPECT_NE(entries[0].details.find("\"login\":\"alice\""), std::string::npos);
+
+  // Without a report token hash nothing is stored for one, and no token matches.
+  const EnrolledDevice old_agent = enroll(crypto::EcPrivateKey::generate());
+  EXPECT_EQ(column(old_agent.device_id, "report_token_hash"), "");
+  EXPECT_FALSE(directory_->report_token_matches(old_agent.device_id, std::string(64, 'a')).value());
+  EXPECT_TRUE(directory_->report_token_matches(device.device_id, std::string(64, 'a')).value());
+  EXPECT_FALSE(directory_->report_token_matches(device.device_id, std::string(64, 'b')).value());
+  EXPECT_FALSE(
+      directory_->report_token_matches(std::string(64, '0'), std::string(64, 'a')).value());
+}
+
+TEST_F(DirectoryTest, TheCertificateLifetimeIsThePolicys) {
+  protocol::PolicyFile file;
+  file.values.certificate_lifetime_days = 7;
+  file.given = {"certificate_lifetime_days"};
+  ASSERT_TRUE(Policies(*db_).set(kDefaultPolicyAudience, file, kNow));
+  const EnrolledDevice device = enroll(crypto::EcPrivateKey::generate());
+  EXPECT_EQ(device.policy.certificate_lifetime_days, 7);
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(device.certificate.not_after() -
+                                                             device.certificate.not_before()),
+            std::chrono::days(7) + crypto::kCertificateBackdate);
+}
+
+TEST_F(DirectoryTest, ARenewedCertificateNamesTheSameDeviceAndIsAudited) {
+  const auto key = crypto::EcPrivateKey::generate();
+  const EnrolledDevice device = enroll(key);
+  const auto csr = crypto::CertificateRequest::create(key, "device").value();
+  auto renewed = directory_->renew_certificate(device.device_id, csr, std::chrono::days(10),
+                                               kNow + 1h, *identity_);
+  ASSERT_TRUE(renewed) << renewed.error().message();
+  EXPECT_EQ(renewed.value().public_key_der(), key.public_key_der());
+  const std::string fingerprint = crypto::to_hex(renewed.value().fingerprint());
+  EXPECT_NE(fingerprint, device.device_id);
+  auto found = directory_->find_device_by_certificate(fingerprint);
+  ASSERT_TRUE(found && found.value());
+  EXPECT_EQ(found.value()->id, device.device_id);
+  EXPECT_EQ(found.value()->certificate_not_after,
+            std::chrono::duration_cast<std::chrono::seconds>(
+                renewed.value().not_after().time_since_epoch())
+                .count());
+  // The first certificate still names it too.
+  EXPECT_TRUE(directory_->find_device_by_certificate(device.device_id).value());
+  EXPECT_EQ(count("device_certificates"), 2);
+  const auto entries = audited("certificate_renewed");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_NE(entries[0].details.find(fingerprint), std::string::npos);
+
+  EXPECT_EQ(
+      directory_
+          ->renew_certificate(std::string(64, '0'), csr, std::chrono::days(10), kNow, *identity_)
+          .error(),
+      errc::no_such_device);
+  EXPECT_EQ(count("device_certificates"), 2);
+  // An unknown certificate names no device.
+  EXPECT_FALSE(directory_->find_device_by_certificate(std::string(64, 'f')).value());
+}
+
+TEST_F(DirectoryTest, RevocationCoversEveryCertificateOfTheDeviceOnly) {
+  const auto key = crypto::EcPrivateKey::generate();
+  const EnrolledDevice device = enroll(key);
+  const EnrolledDevice other = enroll(crypto::EcPrivateKey::generate());
+  const auto csr = crypto::CertificateRequest::create(key, "device").value();
+  const std::string renewed = crypto::to_hex(
+      directory_->renew_certificate(device.device_id, csr, std::chrono::days(10), kNow, *identity_)
+          .value()
+          .fingerprint());
+  EXPECT_FALSE(directory_->certificate_revoked(device.device_id).value());
+  ASSERT_TRUE(directory_->revoke_device(device.device_id, kNow).value());
+  EXPECT_TRUE(directory_->certificate_revoked(device.device_id).value());
+  EXPECT_TRUE(directory_->certificate_revoked(renewed).value());
+  EXPECT_FALSE(directory_->certificate_revoked(other.device_id).value());
+  EXPECT_FALSE(directory_->certificate_revoked(std::string(64, 'f')).value());
+}
+
+TEST_F(DirectoryTest, ADeviceIsNamedByItsIdOrAUniquePrefixOfEightHexDigits) {
+  insert_device("abcdef01" + std::string(56, '1'));
+  insert_device("abcdef01" + std::string(56, '2'));
+  insert_device("12345678" + std::string(56, '3'));
+  EXPECT_EQ(directory_->resolve_device("12345678").value().id, "12345678" + std::string(56, '3'));
+  EXPECT_EQ(directory_->resolve_device("ABCDEF011").value().id, "abcdef01" + std::string(56, '1'));
+  EXPECT_EQ(directory_->resolve_device("abcdef01" + std::string(56, '2')).value().id,
+            "abcdef01" + std::string(56, '2'));
+  EXPECT_EQ(directory_->resolve_device("abcdef01").error(), errc::ambiguous_device);
+  EXPECT_EQ(directory_->resolve_device("1234567").error(), errc::no_such_device);  // too short
+  EXPECT_EQ(directory_->resolve_device("99999999").error(), errc::no_such_device);
+  EXPECT_EQ(directory_->resolve_device("abcdef0g").error(), errc::no_such_device);
+  EXPECT_EQ(directory_->resolve_device("").error(), errc::no_such_device);
+}
+
+TEST_F(DirectoryTest, AVerdictChangeIsAuditedWithBothVerdictsAndTheReasons) {
+  const EnrolledDevice device = enroll(crypto::EcPrivateKey::generate());
+  CheckinRecord record;
+  record.description = laptop();
+  record.policy_version = 1;
+  record.block_after = to_unix(kNow) + 3600;
+  ASSERT_TRUE(directory_->record_checkin(device.device_id, record, kNow).value());
+  EXPECT_TRUE(audited("verdict_changed").empty());  // compliant, as enrolled
+
+  record.verdict = protocol::Verdict::blocked;
+  record.reasons = {{"pin_block_simple", protocol::ComplianceAction::block, "too simple"}};
+  record.block_after = to_unix(kNow);
+  record.report_token_hash = std::string(64, 'c');
+  ASSERT_TRUE(directory_->record_checkin(device.device_id, record, kNow + 1min).value());
+  ASSERT_TRUE(directory_->record_checkin(device.device_id, record, kNow + 2min).value());
+  const auto entries = audited("verdict_changed");
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_NE(entries[0].details.find("\"from\":\"compliant\""), std::string::npos);
+  EXPECT_NE(entries[0].details.find("\"to\":\"blocked\""), std::string::npos);
+  EXPECT_NE(entries[0].details.find("too simple"), std::string::npos);
+
+  const Device stored = directory_->find_device(device.device_id).value().value();
+  EXPECT_EQ(stored.verdict, protocol::Verdict::blocked);
+  EXPECT_EQ(stored.reasons, record.reasons);
+  EXPECT_EQ(stored.block_after, to_unix(kNow));
+  EXPECT_EQ(column(device.device_id, "report_token_hash"), std::string(64, 'c'));
+  // A check-in without a token hash keeps the one held.
+  record.report_token_hash.clear();
+  ASSERT_TRUE(directory_->record_checkin(device.device_id, record, kNow + 3min).value());
+  EXPECT_EQ(column(device.device_id, "report_token_hash"), std::string(64, 'c'));
+}
+
+TEST_F(DirectoryTest, ACommandIsQueuedOnceAndSentUntilTheDeviceReportsItDone) {
+  const EnrolledDevice device = enroll(crypto::EcPrivateKey::generate());
+  auto wipe =
+      directory_->queue_command(device.device_id, protocol::CommandKind::wipe, "admin:it", kNow);
+  ASSERT_TRUE(wipe);
+  // Asked again while pending: the same command.
+  EXPECT_EQ(
+      directory_
+          ->queue_command(device.device_id, protocol::CommandKind::wipe, "admin:it", kNow + 1s)
+          .value(),
+      wipe.value());
+  auto lock = directory_->queue_command(device.device_id, protocol::CommandKind::lock, "admin:it",
+                                        kNow + 2s);
+  ASSERT_TRUE(lock);
+  EXPECT_NE(lock.value(), wipe.value());
+  EXPECT_EQ(audited("wipe_requested").size(), 1u);
+  EXPECT_EQ(audited("lock_requested").size(), 1u);
+  EXPECT_EQ(audited("lock_requested")[0].actor, "admin:it");
+
+  for (int i = 0; i < 2; ++i) {
+    auto sent = directory_->take_commands_to_send(device.device_id, kNow + 1h);
+    ASSERT_TRUE(sent);
+    EXPECT_EQ(sent.value(),
+              (std::vector<protocol::DeviceCommand>{{wipe.value(), protocol::CommandKind::wipe},
+                                                    {lock.value(), protocol::CommandKind::lock}}));
+  }
+  EXPECT_EQ(directory_->pending_commands(device.device_id).value()[0].sent_at, to_unix(kNow + 1h));
+
+  const std::vector<protocol::DeviceEvent> events = {
+      {protocol::DeviceEventKind::locked, "command", lock.value(), to_unix(kNow)}};
+  ASSERT_EQ(directory_->record_device_events(device.device_id, events, kNow + 2h).value(), 1u);
+  auto left = directory_->take_commands_to_send(device.device_id, kNow + 3h).value();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].kind, protocol::CommandKind::wipe);
+  EXPECT_EQ(directory_->find_device(device.device_id).value()->locked_at, to_unix(kNow + 2h));
+  EXPECT_EQ(directory_->find_device(device.device_id).value()->lock_reason, "command");
+
+  const std::vector<protocol::DeviceEvent> wiped = {
+      {protocol::DeviceEventKind::wiped, "command", wipe.value(), to_unix(kNow)}};
+  ASSERT_EQ(directory_->record_device_events(device.device_id, wiped, kNow + 4h).value(), 1u);
+  EXPECT_TRUE(directory_->take_commands_to_send(device.device_id, kNow + 5h).value().empty());
+  EXPECT_EQ(directory_->find_device(device.device_id).value()->wiped_at, to_unix(kNow + 4h));
+  EXPECT_EQ(audited("device_wiped").size(), 1u);
+  EXPECT_EQ(audited("device_locked").size(), 1u);
+
+  // A revoked device gets no new commands; an unknown one neither.
+  ASSERT_TRUE(directory_->revoke_device(device.device_id, kNow).value());
+  EXPECT_EQ(
+      directory_->queue_command(device.device_id, protocol::CommandKind::lock, "admin:it", kNow)
+          .error(),
+      errc::device_revoked);
+  EXPECT_EQ(
+      directory_->queue_command(std::string(64, '0'), protocol::CommandKind::lock, "admin:it", kNow)
+          .error(),
+      errc::no_such_device);
+}
+
+TEST_F(DirectoryTest, UnlockingUsesUpTheCode) {
+  const EnrolledDevice device = enroll(crypto::EcPrivateKey::generate());
+  const std::string before = directory_->unlock_code(device.device_id).value();
+  const std::vector<protocol::DeviceEvent> locked = {
+      {protocol::DeviceEventKind::locked, "pin_attempts", 0, to_unix(kNow)}};
+  ASSERT_TRUE(directory_->record_device_events(device.device_id, locked, kNow));
+  EXPECT_EQ(directory_->unlock_code(device.device_id).value(), before);
+  const std::vector<protocol::DeviceEvent> unlocked = {
+      {protocol::DeviceEventKind::unlocked, "unlock_code", 0, to_unix(kNow)}};
+  ASSERT_TRUE(directory_->record_device_events(device.device_id, unlocked, kNow + 1min));
+  const std::string after = directory_->unlock_code(device.device_id).value();
+  EXPECT_NE(after, before);
+  EXPECT_EQ(directory_->find_device(device.device_id).value()->locked_at, 0);
+  EXPECT_EQ(audited("device_unlocked").size(), 1u);
+  // The codes never reach the audit log.
+  const auto entries = AuditLog(*db_).since(UnixTime{}, 1000).value();
+  for (const auto& e : entries) {
+    EXPECT_EQ(e.details.find(before), std::string::npos) << e.event;
+    EXPECT_EQ(e.details.find(after), std::string::npos) << e.event;
+  }
+  EXPECT_EQ(directory_->record_device_events(std::string(64, '0'), unlocked, kNow).error(),
+            errc::no_such_device);
 }
 
 }  // namespace

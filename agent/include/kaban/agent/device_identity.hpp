@@ -1,8 +1,11 @@
 // What the agent keeps about its enrollment and its place in the change feed.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "kaban/agent/store.hpp"
 #include "kaban/crypto/ed25519.hpp"
@@ -35,6 +38,37 @@ Result<void> save_identity(Store& store, const DeviceIdentity& identity);
 
 /// Reads the identity back. errc::not_enrolled if there is none; a store failure keeps its code.
 Result<DeviceIdentity> load_identity(Store& store);
+
+/// A PKCS#10 request (PEM) for the key whose PKCS#8 PEM is `private_key_pem`: what enrollment
+/// sends for a new key, and what a check-in sends to have the certificate of the same key
+/// renewed. crypto::errc::invalid_encoding or invalid_key if the key does not parse. Any thread.
+Result<std::string> certificate_request_pem(const crypto::SecretKey& private_key_pem);
+
+/// Replaces the device certificate with a renewed one (a check-in's certificate_pem) after
+/// checking that it certifies the stored private key and chains to the pinned CA at `now`.
+/// The device_id stays what enrollment made it: the server names the device by it, not by the
+/// certificate in use. errc::bad_response with `why` for a certificate that does not parse, is
+/// for another key, or does not verify (the stored one is kept then); errc::not_enrolled; a
+/// store failure keeps its code. Same thread rule as save_identity.
+Result<void> replace_certificate(Store& store, std::string_view certificate_pem,
+                                 std::chrono::system_clock::time_point now, std::string& why);
+
+/// What the device tells the server about its PIN (the posture), never the PIN itself.
+struct PinFacts {
+  bool set = false;     ///< false for an empty PIN (a policy without pin_required allows one)
+  int length = 0;       ///< in bytes
+  bool simple = false;  ///< protocol::is_simple_pin
+  friend bool operator==(const PinFacts&, const PinFacts&) = default;
+};
+/// The facts of `pin`.
+PinFacts pin_facts_of(std::string_view pin);
+
+/// Records the facts of the PIN now protecting the store, inside the encrypted store (never
+/// beside it: the length of a PIN helps whoever guesses it). Enrollment and every PIN change
+/// call it. A store failure keeps its code. Same thread rule as save_identity.
+Result<void> save_pin_facts(Store& store, const PinFacts& facts);
+/// The recorded facts; std::nullopt for a store made before PINs were recorded.
+Result<std::optional<PinFacts>> load_pin_facts(Store& store);
 
 /// The content-signing key of `identity`, parsed. crypto::errc::invalid_encoding or
 /// crypto::errc::invalid_key if signing_key is not 64 hex digits.

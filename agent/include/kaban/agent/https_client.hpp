@@ -47,7 +47,8 @@ struct HttpsResponse {
 /// Failures come back as error codes: errc::server_unreachable (DNS, connect refused, timeout
 /// while connecting or in the TLS handshake), errc::server_untrusted (the TLS certificate checks
 /// failed: wrong CA, pin mismatch, wrong name; describe_last_failure() says which),
-/// errc::network_failed (the connection broke or timed out mid-request),
+/// errc::server_refused (the server's TLS alert refused this device's certificate: revoked or
+/// unknown to it), errc::network_failed (the connection broke or timed out mid-request),
 /// errc::response_too_large, errc::interrupted (HttpsClientConfig::cancel). Does not throw
 /// (allocation failure aside). A moved-from client may only be assigned or destroyed.
 class HttpsClient {

@@ -104,6 +104,12 @@ class Library {
                          std::string_view path,
                          const std::function<Result<void>(crypto::ByteView)>& sink);
 
+  /// Removes a course from the device (the person may no longer see it): every version of it,
+  /// complete or not, and the chunks no other course's version uses, in one transaction.
+  /// Returns false if nothing of it was held. The person's learning records of it stay: they are
+  /// the person's own, and the server holds them.
+  Result<bool> remove_course(std::string_view course_id);
+
   /// Bytes of chunk content held (complete and in-progress versions alike).
   Result<std::uint64_t> stored_bytes();
 

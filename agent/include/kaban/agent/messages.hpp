@@ -57,6 +57,8 @@ struct MessageView {
 struct MessageFilter {
   std::string channel;       ///< a channel id; "" for all
   bool unread_only = false;  ///< only messages of others that are not read yet
+  /// Only messages from IT (sender ""): all a device the policy blocks may show.
+  bool from_it_only = false;
 };
 
 /// What one inbox page changed.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -20,6 +21,36 @@ struct DeviceFacts {
   std::string model;       ///< hardware model, e.g. "ThinkPad T14 Gen 3", or ""
   std::string name;        ///< the device's name as its owner set it (the host name), or ""
 };
+
+/// Security facts for the check-in posture, each yes/no/unknown (protocol::Fact). A port says
+/// unknown whenever it cannot be sure, and never guesses.
+struct SecurityFacts {
+  std::string screen_lock = "unknown";      ///< a screen lock / device passcode is set
+  std::string disk_encryption = "unknown";  ///< the store's file system is on an encrypted disk
+  std::string rooted = "unknown";           ///< rooted/jailbroken; "not_applicable" on desktops
+  std::string os_version_number;            ///< dotted decimal ("12", "17.4"), "" if unknown
+};
+
+/// Facts about the device's security for files under `store_dir`. Linux: screen lock unknown
+/// (no portable way to tell); disk encryption "yes" when the file system under store_dir sits on
+/// a dm-crypt device, else unknown (a self-encrypting disk or fscrypt cannot be ruled out);
+/// rooted not_applicable; os_version_number from VERSION_ID in os-release. Never fails. Any
+/// thread.
+SecurityFacts describe_security(const std::filesystem::path& store_dir);
+
+/// The kind of network the default route uses: "wifi", "cellular", "wired", or "unknown" (no
+/// default route, or the platform cannot tell). Linux reads /proc/net/route and /sys/class/net.
+/// Never fails. Any thread.
+std::string network_kind();
+
+/// The device's clocks now: wall clock, boot id (/proc/sys/kernel/random/boot_id on Linux) and
+/// seconds since boot counting suspend (CLOCK_BOOTTIME). Any thread.
+struct ClockNow {
+  std::int64_t wall = 0;
+  std::string boot_id;
+  std::int64_t since_boot = 0;
+};
+ClockNow read_clock();
 
 /// Where the agent keeps its store when no --data-dir is given. On Linux $XDG_DATA_HOME/kaban
 /// when that variable is an absolute path, else $HOME/.local/share/kaban (the home directory

@@ -1,6 +1,7 @@
 // Store: the device's encrypted local database (one directory, two files).
 #pragma once
 
+#include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <memory>
@@ -55,6 +56,10 @@ class Store {
 
   /// True if `dir` holds an envelope or a database.
   static bool exists(const std::filesystem::path& dir);
+
+  /// Bytes the store's files take in `dir` (database, journal, envelope); what does not exist
+  /// counts 0. The posture's cache size and the policy's max_cache_mb use it. Any thread.
+  static std::uint64_t disk_size(const std::filesystem::path& dir);
 
   Store(Store&&) noexcept;
   Store& operator=(Store&&) noexcept;

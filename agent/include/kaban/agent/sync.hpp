@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kaban/agent/store.hpp"
+#include "kaban/protocol/compliance.hpp"
 #include "kaban/result.hpp"
 
 namespace kaban::agent {
@@ -39,9 +40,26 @@ struct SyncOptions {
   int inbox_page = 100;
 };
 
+/// Why course downloads waited although the feed had new content.
+enum class DownloadDeferral {
+  none,
+  wifi_only,    ///< the policy's wifi_only_downloads, on a cellular network
+  cache_limit,  ///< the policy's max_cache_mb: the store would grow past it
+};
+
 struct SyncReport {
   std::int64_t server_time = 0;
-  std::size_t new_versions = 0;  ///< course versions received from the change feed
+  /// The check-in's verdict and why it is not compliant. Blocked: only IT's messages were
+  /// fetched (see sync()).
+  protocol::Verdict verdict = protocol::Verdict::compliant;
+  std::vector<protocol::ComplianceReason> reasons;
+  bool certificate_renewed = false;          ///< the check-in brought a new device certificate
+  std::vector<std::string> courses_removed;  ///< ids of courses the device may no longer hold
+  DownloadDeferral downloads_deferred = DownloadDeferral::none;
+  std::uint64_t deferred_bytes = 0;      ///< course bytes not downloaded because of it
+  std::uint64_t cache_limit_bytes = 0;   ///< cache_limit: the policy's limit, in bytes
+  std::uint64_t cache_needed_bytes = 0;  ///< cache_limit: what the store would need in all
+  std::size_t new_versions = 0;          ///< course versions received from the change feed
   std::size_t chunks_downloaded = 0;
   std::uint64_t bytes_downloaded = 0;
   std::vector<std::string> made_ready;  ///< "course_id@version" now readable
@@ -57,20 +75,41 @@ struct SyncReport {
   bool messages_offered = true;
 };
 
-/// One full sync of an enrolled store. Blocks; call from the thread that owns `store`.
-/// In order: check-in; the message lane (urgent inbox pass, outbox upload with the chunks of
-/// its messages' attachments put first, inbox pages, the attachment chunks the device lacks,
-/// then the receipts those pages queued); the course feed; chunk downloads, during which a thread
-/// of its own repeats the message lane every message_interval. Store access from the two lanes is
-/// serialised by a mutex inside sync; download threads never touch the store. Resumable: chunks
-/// already stored are never fetched again, both cursors move only after their page is
+/// One full sync of an enrolled store, under the device policy. Blocks; call from the thread
+/// that owns `store`, which the caller opened with open_guarded() and check_access(sync).
+///
+/// Before connecting: queued device events are reported, and a device certificate whose
+/// not_after is behind trusted time fails with errc::certificate_expired (`why` says when it
+/// expired and to ask IT for a new enrollment code). The check-in sends the posture (security
+/// facts, network, PIN facts, clocks, cache size) and a request to renew the certificate; its
+/// answer's policy and lease go into the guard (accept_checkin: errc::policy_refused if they do
+/// not verify), a renewed certificate replaces the stored one once it verifies, and then:
+/// - a wipe (IT's command or the verdict): recorded in the guard (record_wipe), and sync fails
+///   with errc::device_wiped; the caller closes the store, reports the event
+///   (report_device_events) and erases the store (erase_store);
+/// - a lock command: the device is locked (lock_device), the event is reported, and sync fails
+///   with errc::device_locked;
+/// - courses the device holds that the answer does not list are removed; a listed course the
+///   device lacks restarts the course feed from the beginning (versions held are skipped);
+/// - verdict blocked: only an inbox pass of IT's messages (`from=it`, its cursor not stored);
+///   no outbox, no other messages, no course feed or chunks.
+/// Course chunks wait on a cellular network under wifi_only_downloads, and stop before the
+/// store would pass max_cache_mb (downloads_deferred says which; messages still flow).
+///
+/// In order, otherwise: check-in; the message lane (urgent inbox pass, outbox upload with the
+/// chunks of its messages' attachments put first, inbox pages, the attachment chunks the device
+/// lacks, then the receipts those pages queued); the course feed; chunk downloads, during which a
+/// thread of its own repeats the message lane every message_interval. Store access from the two
+/// lanes is serialised by a mutex inside sync; download threads never touch the store. Resumable:
+/// chunks already stored are never fetched again, both cursors move only after their page is
 /// committed, and the outbox keeps every item until the server answered for it. A failure of
 /// the message lane does not stop the course lane: sync still fetches courses, then fails with
 /// the message lane's error. Fails with errc::not_enrolled, errc::server_unreachable,
 /// errc::server_untrusted, errc::network_failed, errc::server_refused (the device was revoked
 /// or is unknown: `why` has the server's words), errc::bad_response, errc::content_invalid (a
 /// manifest or chunk did not verify, twice; an attachment chunk that arrives damaged twice
-/// fails the message lane so), errc::interrupted, or a store error. Whatever was
+/// fails the message lane so), errc::interrupted, errc::certificate_expired,
+/// errc::policy_refused, errc::device_locked, errc::device_wiped, or a store error. Whatever was
 /// committed before a failure stays.
 Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& why);
 
@@ -111,7 +150,10 @@ struct WatchOptions {
 /// the lane runs before the next poll. A full round runs every full_interval. Failures back off
 /// exponentially with full jitter and are reported through on_round; they do not end the
 /// watch, except those another try cannot mend: errc::not_enrolled, errc::newer_schema,
-/// errc::server_untrusted, a wrong key or a damaged store (returned at once). Returns
+/// errc::server_untrusted, errc::device_locked, errc::device_wiped (the caller then does what
+/// sync() asks), errc::certificate_expired, a wrong key or a damaged store (returned at once).
+/// While the last check-in's verdict is blocked, no long poll runs: only the full rounds, each
+/// with its pass of IT's messages. Returns
 /// errc::interrupted once `options.sync.stop` is set, after committing what arrived. Blocks;
 /// same thread rule as sync().
 Result<void> watch(Store& store, const WatchOptions& options, std::string& why);

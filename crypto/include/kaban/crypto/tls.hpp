@@ -2,6 +2,7 @@
 // with ECDHE and AEAD suites only; certificates from Kaban's private PKI (see x509.hpp).
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -24,16 +25,27 @@ struct TlsServerIdentity {
   std::string client_ca_pem;  ///< client certificates must chain to this CA (one or more PEM)
 };
 
+/// The server's own say over a client certificate that passed every check of the chain: true
+/// lets the handshake go on, false fails it as revoked (X509_V_ERR_CERT_REVOKED, so
+/// describe_verify_failure() says "revoked"). Gets the certificate's DER. Called from the
+/// handshake on any thread, concurrently; it must be thread-safe. An exception fails the
+/// handshake.
+using ClientCertificateCheck = std::function<bool(ByteView der)>;
+
 /// Configures a context made as ssl::context::tls_server: minimum TLS 1.2, TLS 1.2 ciphers
 /// ECDHE with AES-GCM or ChaCha20-Poly1305 only (ECDSA or RSA), OpenSSL's default TLS 1.3
 /// suites, the server's cipher preference, no compression, no renegotiation, the identity's
 /// chain and key. A client certificate is requested (naming client_ca_pem's CAs) but not
 /// required (enrollment has none); one that is sent must chain to client_ca_pem, and only to it
-/// (no system CAs), and be fit for client authentication, or the handshake fails. Fails with
-/// errc::invalid_encoding for a chain or client_ca_pem that is empty or does not parse, and
-/// errc::invalid_key for a key that does not parse or does not match the first certificate.
-/// Call before the context is used; the context is then safe to share between threads.
-Result<void> configure_server_tls(boost::asio::ssl::context& ctx, const TlsServerIdentity& id);
+/// (no system CAs), be within its validity, be fit for client authentication, and pass
+/// `check` (when given), or the handshake fails. Sessions resume from tickets only (no server
+/// session cache), and a ticket whose client certificate `check` now refuses is not used: that
+/// client goes through a full handshake, which fails. Fails with errc::invalid_encoding for a
+/// chain or client_ca_pem that is empty or does not parse, and errc::invalid_key for a key that
+/// does not parse or does not match the first certificate. Call before the context is used; the
+/// context, which keeps `check`, is then safe to share between threads.
+Result<void> configure_server_tls(boost::asio::ssl::context& ctx, const TlsServerIdentity& id,
+                                  ClientCertificateCheck check = {});
 
 /// How the agent decides to trust the server.
 struct TlsClientTrust {
@@ -74,5 +86,12 @@ Bytes peer_certificate_der(ssl_st* ssl);
 /// the failure was not a certificate check. On the server's side of a connection it speaks of
 /// the device's certificate. Same thread as the stream.
 std::string describe_verify_failure(ssl_st* ssl);
+
+/// After a TLS handshake or read failed with an Asio SSL error whose value is `ssl_error`
+/// (OpenSSL's packed error code): true if it is the peer's alert refusing this side's
+/// certificate (bad_certificate, certificate_revoked, certificate_expired, certificate_unknown,
+/// unknown_ca, access_denied, certificate_required). Under TLS 1.3 a client learns this only at
+/// its first read. Any thread.
+bool is_certificate_refused_alert(unsigned long ssl_error) noexcept;
 
 }  // namespace kaban::crypto

@@ -6,10 +6,12 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "kaban/protocol/compliance.hpp"
 #include "kaban/result.hpp"
 
 namespace kaban::protocol {
@@ -41,6 +43,9 @@ struct EnrollRequest {
   std::string code;     ///< as typed; the server normalises it
   std::string csr_pem;  ///< PKCS#10, P-256, at most 8 KiB
   DeviceDescription device;
+  /// protocol::report_token_hash of the token the device will sign its events with (see
+  /// DeviceEventsRequest); "" from an older agent.
+  std::string report_token_hash;
 };
 /// 200 answer to /v1/enroll.
 struct EnrollResponse {
@@ -51,18 +56,39 @@ struct EnrollResponse {
   std::string ca_pem;           ///< the server CA (its fingerprint equals the enrollment line's)
   std::string signing_key;      ///< the content-signing Ed25519 public key, 64 hex digits
   std::string server_epoch;     ///< names this server's database; see Cursor
+  /// The policy the device is under from the start (PIN rules apply to the first PIN), signed.
+  /// Empty text from an older server.
+  SignedText policy;
 };
 
 /// POST /v1/checkin
 struct CheckinRequest {
   DeviceDescription device;
+  Posture posture;
+  /// A new request for the device's current key (same public key as its certificate), so the
+  /// server can renew the certificate when it is due; "" to not ask.
+  std::string csr_pem;
+  std::string report_token_hash;  ///< as in EnrollRequest
 };
 struct CheckinResponse {
   std::string device_id;
   std::string login;
   std::int64_t server_time = 0;  ///< Unix seconds
-  std::string verdict;           ///< "compliant" (policy verdicts come with device policies)
+  Verdict verdict = Verdict::compliant;
+  std::vector<ComplianceReason> reasons;  ///< why the verdict is not compliant (may be empty)
   std::string server_epoch;
+  SignedText policy;  ///< a DevicePolicy
+  SignedText lease;   ///< a Lease issued now
+  /// A renewed device certificate (PEM) for the key of csr_pem, "" if none was due. The old one
+  /// stays valid until it expires.
+  std::string certificate_pem;
+  std::vector<DeviceCommand> commands;  ///< pending, oldest first; empty unless any
+  /// The courses this device may hold now (ids); a course on the device not listed is removed.
+  /// Absent (std::nullopt) when the verdict is blocked or wipe: the device keeps what it has,
+  /// unreadable, until it is compliant again.
+  std::optional<std::vector<std::string>> courses;
+  /// protocol::unlock_code_hash of the code `admin device unlock` shows for this device now.
+  std::string unlock_code_hash;
 };
 
 /// One course version made visible to the caller. `manifest` is the exact JSON text that
@@ -103,6 +129,15 @@ std::string to_json(const CheckinRequest& v);
 std::string to_json(const CheckinResponse& v);
 std::string to_json(const ChangesResponse& v);
 std::string to_json(const ErrorBody& v);
+/// The posture as the check-in's compact "posture" object (the server stores it so too).
+std::string to_json(const Posture& v);
+/// Compliance reasons as the check-in answer's compact array of {"setting","action","message"}
+/// (the server and the agent's guard store them so too).
+std::string reasons_to_json(std::span<const ComplianceReason> reasons);
+/// Parses what reasons_to_json() wrote, with the check-in answer's limits and checks. Fails with
+/// an errc from kaban/protocol/error.hpp.
+Result<std::vector<ComplianceReason>> parse_reasons(std::string_view json,
+                                                    std::string* why = nullptr);
 
 Result<EnrollRequest> parse_enroll_request(std::string_view json, std::string* why = nullptr);
 Result<EnrollResponse> parse_enroll_response(std::string_view json, std::string* why = nullptr);

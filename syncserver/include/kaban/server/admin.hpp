@@ -49,6 +49,8 @@ Result<void> admin_course_publish(const std::filesystem::path& dir,
                                   std::string& why);
 Result<void> admin_course_list(const std::filesystem::path& dir, Listing how, std::ostream& out,
                                std::string& why);
+/// Every device: id, login, platform, last check-in, verdict, revoked/wiped/locked, pending
+/// commands (table or json: each device with its "id" and "login").
 Result<void> admin_device_list(const std::filesystem::path& dir, Listing how, std::ostream& out,
                                std::string& why);
 
@@ -91,6 +93,77 @@ Result<void> admin_report_completion(const std::filesystem::path& dir, std::stri
 Result<void> admin_export_statements(const std::filesystem::path& dir, UnixTime since,
                                      const std::filesystem::path& file, std::ostream& out,
                                      std::string& why);
+
+// Groups, policies, course assignment and the audit log (syncserver/src/admin_policy.cpp).
+// Every change is recorded in the audit log with admin_actor().
+
+/// Creates a group (a group channel; `title` "" means the id).
+Result<void> admin_group_add(const std::filesystem::path& dir, std::string_view id,
+                             std::string_view title, std::ostream& out, std::string& why);
+/// Every group with its member count and whether it has a policy (table, json or csv).
+Result<void> admin_group_list(const std::filesystem::path& dir, Listing how, std::ostream& out,
+                              std::string& why);
+/// Adds or removes members, all or none; prints how many changed.
+Result<void> admin_group_members_add(const std::filesystem::path& dir, std::string_view group,
+                                     std::span<const std::string> logins, std::ostream& out,
+                                     std::string& why);
+Result<void> admin_group_members_remove(const std::filesystem::path& dir, std::string_view group,
+                                        std::span<const std::string> logins, std::ostream& out,
+                                        std::string& why);
+/// The largest CSV file admin_group_import reads.
+inline constexpr std::size_t kMaxImportFileSize = 16 * 1024 * 1024;
+/// The most users (lines, header and blank lines not counted) one import may name.
+inline constexpr std::size_t kMaxImportRows = 100'000;
+/// The most groups one line of an import may name.
+inline constexpr std::size_t kMaxImportGroupsPerRow = 100;
+
+/// Imports users and group memberships from CSV (RFC 4180; an optional header line
+/// "login,name,groups"; groups separated by ';'). Creates missing users and groups, adds
+/// memberships, never removes any; a known user's name is left as it is. All or nothing: the
+/// first bad line (naming its number and what is wrong) fails the whole import with
+/// errc::invalid_import. Prints counts.
+Result<void> admin_group_import(const std::filesystem::path& dir,
+                                const std::filesystem::path& csv_file, std::ostream& out,
+                                std::string& why);
+/// Sets the policy of `group`, or the default policy when `group` is "", from a policy file.
+/// Prints the new policy version.
+Result<void> admin_policy_set(const std::filesystem::path& dir,
+                              const std::filesystem::path& policy_file, std::string_view group,
+                              std::ostream& out, std::string& why);
+/// Removes a group's policy ("" resets the default policy to the built-in defaults).
+Result<void> admin_policy_remove(const std::filesystem::path& dir, std::string_view group,
+                                 std::ostream& out, std::string& why);
+/// Shows the policies set (table: each audience and its settings; json). With `login`, that
+/// user's effective policy, every setting, and which audiences it came from.
+Result<void> admin_policy_show(const std::filesystem::path& dir, std::string_view login,
+                               Listing how, std::ostream& out, std::string& why);
+/// Sets who may see a course: "all" or group ids.
+Result<void> admin_course_assign(const std::filesystem::path& dir, std::string_view course_id,
+                                 std::span<const std::string> audiences, std::ostream& out,
+                                 std::string& why);
+/// The audit log since `since` (table, json or csv), oldest first.
+Result<void> admin_audit(const std::filesystem::path& dir, UnixTime since, Listing how,
+                         std::ostream& out, std::string& why);
+
+// Devices and compliance (syncserver/src/admin_devices.cpp). DEVICE is a device id or a unique
+// prefix of at least 8 hex digits.
+
+/// Revokes the device: its certificates are refused at the TLS layer from its next connection.
+Result<void> admin_device_revoke(const std::filesystem::path& dir, std::string_view device,
+                                 std::ostream& out, std::string& why);
+/// Queues a wipe or lock for the device's next check-in; prints the command id. A wipe stays
+/// pending until the device reports it done.
+Result<void> admin_device_wipe(const std::filesystem::path& dir, std::string_view device,
+                               std::ostream& out, std::string& why);
+Result<void> admin_device_lock(const std::filesystem::path& dir, std::string_view device,
+                               std::ostream& out, std::string& why);
+/// Prints the unlock code for a locked device (to read out to its owner for `kaban unlock`).
+Result<void> admin_device_unlock(const std::filesystem::path& dir, std::string_view device,
+                                 std::ostream& out, std::string& why);
+/// Per device: user, platform, verdict and reasons, last check-in, lease state (within grace /
+/// blocked / wipe due / never checked in), pending commands (table, json or csv).
+Result<void> admin_report_compliance(const std::filesystem::path& dir, Listing how,
+                                     std::ostream& out, std::string& why);
 
 /// Records where `serve` listens (see kListenAddressKey).
 Result<void> record_listen_address(const std::filesystem::path& dir, std::string_view address);

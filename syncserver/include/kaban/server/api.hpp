@@ -13,8 +13,8 @@
 namespace kaban::server {
 
 struct ApiConfig {
-  /// Wrong, used or expired enrollment codes an address may send within
-  /// enroll_failure_window before its enrollments get 429.
+  /// Wrong, used or expired enrollment codes and wrong report tokens (POST /v1/device-events)
+  /// an address may send within enroll_failure_window before both endpoints answer it 429.
   int enroll_failures_allowed = 10;
   std::chrono::seconds enroll_failure_window{600};
   /// Most addresses the enrollment rate limiter remembers (oldest are forgotten first).
@@ -37,15 +37,27 @@ struct ApiConfig {
   std::chrono::seconds upload_sweep_interval{3600};
 };
 
-/// Answers every /v1 request. handle() and body_limit() may run on any io thread at once: each
-/// request borrows a database connection from a pool of its own (SQLite connections are used by
-/// one thread at a time) and the rate limiter has its own lock. `identity` must outlive the Api.
+/// Answers every /v1 request. handle(), body_limit() and accept_client_certificate() may run on
+/// any io thread at once: each borrows a database connection from a pool of its own (SQLite
+/// connections are used by one thread at a time) and the rate limiter has its own lock.
+/// `identity` must outlive the Api.
+///
+/// Devices are known by the certificate they present (any certificate issued to them). A device
+/// whose last verdict was blocked or wipe, or whose lease's block_after passed without a check-in
+/// since, is answered 403 device_blocked for changes, chunks and the outbox, and reads only IT's
+/// messages (GET /v1/inbox?from=it); POST /v1/checkin always works, since a compliant check-in is
+/// the way out.
 class Api final : public Router {
  public:
   Api(std::filesystem::path data_dir, const ServerIdentity& identity, ApiConfig config = {});
   ~Api() override;
 
   std::optional<std::size_t> body_limit(const HttpRequest& head, HttpResponse& refusal) override;
+  /// False for a certificate of a revoked device (`admin device revoke`), so its handshake fails.
+  /// True for any other, including one no device has (the request is then refused with
+  /// unknown_device) and when the database cannot be read (every request checks revocation
+  /// again, and would fail the same way).
+  bool accept_client_certificate(crypto::ByteView der) override;
   /// Answers at once, except GET /v1/inbox?wait=S with nothing new: that is held (on the
   /// Api's own thread, no io thread) until something arrives for the caller's user or S seconds
   /// pass, then answered with the page, or an empty one.

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,7 +62,8 @@ class Catalog {
   /// Publishes `course` as its next version (1 for a new course): reads each file in
   /// kChunkSize pieces (never a whole file in memory), stores chunks the server lacks under
   /// chunks/, signs the manifest with `signing_key` and records the version, its chunks and the
-  /// next change-feed sequence in one transaction. On failure the database is unchanged and
+  /// next change-feed sequence in one transaction (a savepoint of the caller's transaction, if
+  /// one is open). On failure the database is unchanged and
   /// `why` names the file (errc::file_missing if one vanished or changed type since it was read,
   /// errc::storage_failed for a read or write error).
   Result<PublishedVersion> publish(const CourseSource& course,
@@ -82,6 +84,20 @@ class Catalog {
 
   /// Where the chunk with this hash (64 lower-case hex digits) is stored: chunks/ab/<hash>.
   std::filesystem::path chunk_path(std::string_view hash) const;
+
+  /// Sets who may see the course: "all" or group ids (replacing what was set; a new course is
+  /// "all"; a repeated audience counts once). errc::no_such_course, errc::no_such_group (nothing
+  /// changed then), errc::invalid_channel for an empty list; `why`, when given, names the course
+  /// or group. Inside the caller's transaction it runs in a savepoint of it.
+  Result<void> assign(std::string_view course_id, std::span<const std::string> audiences,
+                      std::string* why = nullptr);
+  /// Who may see the course, sorted ("all" first). errc::no_such_course for a course never
+  /// published.
+  Result<std::vector<std::string>> audiences(std::string_view course_id);
+  /// The ids of every course `login` may see now (sorted): assigned to "all" or to a group
+  /// `login` is a current member of. What the check-in answer lists; a course a device holds that
+  /// is not here is removed from it.
+  Result<std::vector<std::string>> visible_courses(std::string_view login);
 
   /// The highest change-feed sequence so far; 0 before the first publish.
   Result<std::int64_t> latest_seq();

@@ -27,11 +27,17 @@ enum class errc {
   path_escapes,         ///< a file path that leaves the course folder or goes through a symlink
   file_missing,         ///< a file named by course.json that is absent or not a regular file
   no_such_course,       ///< a course id that was never published
-  invalid_channel,  ///< a channel id or title that breaks the rules, or the wrong kind of channel
-  channel_exists,   ///< add_channel with an id that is taken
-  no_such_channel,  ///< a channel id that does not exist
-  invalid_message,  ///< a message body that is empty, too long or not text
-  no_such_message,  ///< a message id the server does not hold
+  invalid_channel,   ///< a channel id or title that breaks the rules, or the wrong kind of channel
+  channel_exists,    ///< add_channel with an id that is taken
+  no_such_channel,   ///< a channel id that does not exist
+  invalid_message,   ///< a message body that is empty, too long or not text
+  no_such_message,   ///< a message id the server does not hold
+  no_such_group,     ///< a group (group channel) id that does not exist
+  invalid_policy,    ///< a policy file that breaks the schema (the message names the setting)
+  invalid_import,    ///< a CSV import line that breaks a rule (the message names the line)
+  no_such_device,    ///< a device id (or prefix) that matches no device
+  ambiguous_device,  ///< a device id prefix that matches more than one device
+  device_revoked,    ///< the device is revoked; nothing more can be queued for it
 };
 
 const std::error_category& error_category() noexcept;

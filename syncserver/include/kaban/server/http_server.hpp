@@ -89,6 +89,16 @@ class Router {
   /// the server: answer the requests still waiting (an empty long-poll answer will do). Must not
   /// throw (an exception is swallowed).
   virtual void stopping() {}
+  /// Called during the TLS handshake with the DER of a client certificate that has already
+  /// chained to the client CA (and is within its validity), before any request is read, and
+  /// again when a session with a client certificate would be resumed: false fails the
+  /// handshake as revoked (the log line's "error" says so), true lets it go on. May run on any
+  /// io thread, concurrently; it blocks that thread while it runs. An exception fails the
+  /// handshake too. The default accepts every certificate.
+  virtual bool accept_client_certificate(crypto::ByteView der) {
+    (void)der;
+    return true;
+  }
 };
 
 /// The listener. Thread-safe: start() and stop() may be called from any thread.
@@ -98,8 +108,9 @@ class Router {
 /// read to response written)}, plus "error" when something failed (a router exception, a write
 /// error; "status" is 0 if no response could be sent). A connection that fails before a request
 /// (handshake failure or timeout, no request in time, the connection limit) gets
-/// {"time","peer","error"}. `log` is called from the io threads, one call at a time; an
-/// exception from it is swallowed.
+/// {"time","peer","error"}; a handshake refused over the client's certificate (another CA,
+/// expired, revoked by Router::accept_client_certificate) says why in "error". `log` is called from
+/// the io threads, one call at a time; an exception from it is swallowed.
 class HttpsServer {
  public:
   using LogSink = std::function<void(const std::string& json_line)>;

@@ -74,6 +74,7 @@ struct AckReport {
 enum class InboxScope {
   everything,   ///< messages, memberships, read states and statements
   urgent_only,  ///< only messages of priority urgent or emergency
+  it_only,      ///< only messages from IT (sender ""): what a blocked device may read
 };
 
 /// One page of the inbox feed.
@@ -120,11 +121,13 @@ class Messaging {
   /// Makes `logins` members of group channel `channel`, all or none: fails with
   /// errc::no_such_channel, errc::invalid_channel (not a group channel), errc::no_such_user
   /// (`why` names the first unknown login). Each login that was not a member gets a new inbox
-  /// sequence; returns how many those were.
+  /// sequence; returns how many those were. If any was, the policy version advances too
+  /// (advance_policy_version, policies.hpp): members are under the group's policy.
   Result<int> add_members(std::string_view channel, std::span<const std::string> logins,
                           UnixTime now, std::string& why);
   /// The reverse of add_members: each current member among `logins` is marked removed under a
-  /// new inbox sequence (their devices drop the channel); returns how many those were.
+  /// new inbox sequence (their devices drop the channel), and the policy version advances if any
+  /// was; returns how many those were.
   Result<int> remove_members(std::string_view channel, std::span<const std::string> logins,
                              UnixTime now, std::string& why);
   /// Lets `logins` post to the announcement channel of `audience` ("all" or a group channel
@@ -172,7 +175,8 @@ class Messaging {
   /// membership also reports its announce:GROUP channel, under the same sequence), the user's
   /// read and acknowledgement marks, and the user's statements. Changes of one sequence are
   /// never split across pages. With InboxScope::urgent_only, only messages of priority urgent
-  /// or emergency. Messages carry their attachments in order. Nothing for an unknown login.
+  /// or emergency; with InboxScope::it_only, only messages from IT (sender ""). Messages carry
+  /// their attachments in order. Nothing for an unknown login.
   Result<InboxPage> inbox_since(std::string_view login, std::int64_t after_seq, int limit,
                                 InboxScope scope);
 
