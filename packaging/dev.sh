@@ -200,19 +200,61 @@ cmd_demo() {
   step "12. IT sees who acknowledged the drill, and course completion"
   run "${server[@]}" admin acks "$drill"
   run "${server[@]}" admin report completion
+
+  step "13. IT sets device policies: a default for everyone, a stricter one for contractors"
+  cat >"$work/default-policy.json" <<'JSON'
+{"description": "City staff: block after 12 h offline, wipe after 30 days",
+ "offline_block_minutes": 720, "offline_wipe_days": 30, "pin_max_attempts": 8}
+JSON
+  cat >"$work/contractors-policy.json" <<'JSON'
+{"description": "Contractors' own laptops: current agent only, no files out",
+ "min_agent_version": {"linux": {"version": "99.0", "action": "block"}},
+ "allow_export": false}
+JSON
+  printf 'login,name,groups\nsato,Sato Kenji,contractors\n' >"$work/staff.csv"
+  run cat "$work/contractors-policy.json"
+  run "${server[@]}" admin group add contractors --title "Contractors"
+  run "${server[@]}" admin group import "$work/staff.csv"
+  run "${server[@]}" admin policy set "$work/default-policy.json"
+  run "${server[@]}" admin policy set "$work/contractors-policy.json" --group contractors
+  run "${server[@]}" admin policy show --user sato
+  step "14. Sato enrolls his laptop; its agent is older than the contractors' policy allows"
+  local laptop=(kaban --data-dir "$work/laptop") status=0
+  line=$("${server[@]}" admin enroll-code sato --ttl 1h)
+  KABAN_PIN=$pin run "${laptop[@]}" enroll "$line"
+  run "${server[@]}" admin announce contractors "Contractors: update Kaban to 99.0 this week."
+  KABAN_PIN=$pin run "${laptop[@]}" sync
+  echo "the laptop may read IT's messages, nothing else:"
+  KABAN_PIN=$pin run "${laptop[@]}" messages
+  KABAN_PIN=$pin run "${laptop[@]}" courses || status=$?
+  echo "(exit status $status: blocked by policy)"
+  run "${server[@]}" admin report compliance
+  step "15. Aiko loses her phone: IT queues a wipe, carried out and acknowledged at its next check-in"
+  local phone_id
+  phone_id=$(KABAN_PIN=$pin "${device[@]}" status | sed -n 's/^device id *//p')
+  run "${server[@]}" admin device wipe "${phone_id:0:12}"
+  run "${server[@]}" admin device list
+  status=0
+  KABAN_PIN=$pin run "${device[@]}" sync || status=$?
+  echo "(exit status $status: wiped)"
+  echo "what is left on the phone: $(ls "$work/device" | tr '\n' ' ')(the record of the wipe, no data)"
+  run "${device[@]}" status
+  run "${server[@]}" admin device list
+  step "16. The audit log: every admin action and security event, in UTC, no secrets"
+  run "${server[@]}" admin audit
   stop_server
   trap - EXIT
 
   step "Try next"
   cat <<NEXT
-  export KABAN_HOME=$work/device KABAN_PIN=$pin
-  kaban status                                   # server, device id, last sync, unread
+  export KABAN_HOME=$work/laptop KABAN_PIN=$pin
+  kaban status                                   # verdict and reasons, lease, last sync
+  kaban policy                                   # the policy this device obeys, offline too
+  kaban-server --data-dir $work/server admin policy remove --group contractors
+  kaban-server --data-dir $work/server serve --listen $address &   # then: kaban sync; kaban courses
   kaban sync --watch                             # stay connected; new messages within a second
   kaban open shelter-opening/welcome             # the HTML lesson on stdout
-  kaban open shelter-opening/tone --out tone.wav # then play it
-  kaban courses --json
-  kaban-server --data-dir $work/server serve --listen $address &   # then: kaban sync
-  kaban-server --data-dir $work/server admin device list
+  kaban-server --data-dir $work/server admin report compliance --csv
   rm -rf $work                                   # when done
   (the programs are in $bin)
 NEXT
