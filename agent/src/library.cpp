@@ -215,6 +215,33 @@ Result<std::vector<protocol::ChunkRef>> Library::missing_chunks() {
   }
 }
 
+Result<std::vector<Library::MissingVersion>> Library::missing_by_version() {
+  try {
+    SQLite::Statement versions(store_.db(), R"sql(
+      SELECT course_id, version FROM course_versions WHERE complete = 0 ORDER BY course_id, version
+    )sql");
+    SQLite::Statement query(store_.db(), R"sql(
+      SELECT vc.hash, vc.size FROM version_chunks vc
+      WHERE vc.course_id = ? AND vc.version = ?
+        AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = vc.hash)
+      ORDER BY vc.ordinal
+    )sql");
+    std::vector<MissingVersion> out;
+    while (versions.executeStep()) {
+      MissingVersion v{versions.getColumn(0).getString(), versions.getColumn(1).getInt64(), {}};
+      query.reset();
+      query.bind(1, v.course_id);
+      query.bind(2, v.version);
+      v.chunks = detail::distinct_chunks(query);
+      if (!v.chunks.empty())
+        out.push_back(std::move(v));
+    }
+    return out;
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
 Result<void> Library::put_chunks(std::span<const ChunkData> chunks) {
   // Hash the whole batch before the first write: one bad chunk keeps the batch out.
   for (const ChunkData& chunk : chunks) {

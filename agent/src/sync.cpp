@@ -467,36 +467,53 @@ Result<bool> keep_only_courses(Store& store, const std::vector<std::string>& all
 }
 
 // The chunks to download under the policy: none on a cellular network under
-// wifi_only_downloads, and no more than fit under max_cache_mb (in the feed's order).
-std::vector<protocol::ChunkRef> chunks_allowed(std::vector<protocol::ChunkRef> missing,
+// wifi_only_downloads; under max_cache_mb, the chunks of whole course versions that fit (in the
+// feed's order), so no version is begun that the limit would leave half downloaded.
+std::vector<protocol::ChunkRef> chunks_allowed(const std::vector<Library::MissingVersion>& needs,
                                                const protocol::Policy& policy,
                                                const std::string& network,
                                                const std::filesystem::path& dir,
                                                SyncReport& report) {
+  std::vector<protocol::ChunkRef> all;
+  std::unordered_set<std::string> listed;
   std::uint64_t total = 0;
-  for (const protocol::ChunkRef& c : missing)
-    total += c.size;
+  for (const Library::MissingVersion& v : needs)
+    for (const protocol::ChunkRef& c : v.chunks)
+      if (listed.insert(c.sha256).second) {
+        all.push_back(c);
+        total += c.size;
+      }
   if (policy.wifi_only_downloads && network == "cellular") {
     report.downloads_deferred = DownloadDeferral::wifi_only;
     report.deferred_bytes = total;
     return {};
   }
   if (policy.max_cache_mb <= 0)
-    return missing;
+    return all;
   const std::uint64_t limit = static_cast<std::uint64_t>(policy.max_cache_mb) * kMebibyte;
   const std::uint64_t size = Store::disk_size(dir);
   std::uint64_t taken = size;
-  std::size_t fit = 0;
-  while (fit < missing.size() && taken + missing[fit].size <= limit)
-    taken += missing[fit++].size;
-  if (fit == missing.size())
-    return missing;
+  std::vector<protocol::ChunkRef> allowed;
+  std::unordered_set<std::string> chosen;
+  for (const Library::MissingVersion& v : needs) {
+    std::uint64_t extra = 0;
+    for (const protocol::ChunkRef& c : v.chunks)
+      if (!chosen.count(c.sha256))
+        extra += c.size;
+    if (taken + extra > limit)
+      continue;
+    taken += extra;
+    for (const protocol::ChunkRef& c : v.chunks)
+      if (chosen.insert(c.sha256).second)
+        allowed.push_back(c);
+  }
+  if (allowed.size() == all.size())
+    return allowed;
   report.downloads_deferred = DownloadDeferral::cache_limit;
   report.deferred_bytes = size + total - taken;
   report.cache_limit_bytes = limit;
   report.cache_needed_bytes = size + total;
-  missing.resize(fit);
-  return missing;
+  return allowed;
 }
 
 Result<void> pull_changes(HttpsClient& client, Store& store, const DeviceIdentity& identity,
@@ -976,7 +993,8 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
       return reported.error();
     }
   }
-  const std::string network = platform::network_kind();
+  const std::string network =
+      options.network_kind ? options.network_kind() : platform::network_kind();
   ClientFactory clients(identity, options);
   SyncReport report;
   // Guards the store once the message-lane thread runs beside the chunk committer. Before and
@@ -1030,8 +1048,9 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   }
 
   Library library(store);
-  KABAN_TRY(missing, library.missing_chunks());
-  missing = chunks_allowed(std::move(missing), current_policy(guard), network, dir, report);
+  KABAN_TRY(needs, library.missing_by_version());
+  std::vector<protocol::ChunkRef> missing =
+      chunks_allowed(needs, current_policy(guard), network, dir, report);
   if (!missing.empty()) {
     std::uint64_t total = 0;
     for (const protocol::ChunkRef& c : missing)

@@ -68,9 +68,9 @@ struct Device {
   void close() { store.reset(); }
 
   // A sync that is expected to succeed.
-  agent::SyncReport sync() {
+  agent::SyncReport sync(agent::SyncOptions options = {}) {
     std::string why;
-    auto report = agent::sync(*store, {}, why);
+    auto report = agent::sync(*store, options, why);
     EXPECT_TRUE(report) << login << ": " << why << " (" << report.error().message() << ")";
     return report ? report.value() : agent::SyncReport{};
   }
@@ -170,9 +170,18 @@ class Policy : public ::testing::Test {
     });
   }
 
-  void publish_course(const std::string& id, const std::string& title) {
+  // A course of one lesson; `padding` bytes of noise make it as big as a test needs.
+  void publish_course(const std::string& id, const std::string& title, std::size_t padding = 0) {
     const fs::path dir = tmp_.path() / ("course-" + id);
-    write_text(dir / "lesson.html", "<h1>" + title + "</h1>");
+    std::string noise(padding, '\0');
+    std::uint32_t x = 2463534242u;
+    for (char& c : noise) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      c = static_cast<char>(x);
+    }
+    write_text(dir / "lesson.html", "<h1>" + title + "</h1><!--" + noise + "-->");
     write_text(dir / "course.json", R"({"id": ")" + id + R"(", "title": ")" + title +
                                         R"(", "lessons": [{"id": "intro", "title": "Intro",
         "kind": "html", "files": ["lesson.html"]}]})");
@@ -581,6 +590,66 @@ TEST_F(Policy, TheComplianceReportListsADeviceSilentPastItsBlockWindowAsBlocked)
   }
   EXPECT_NE(aiko_line.find("within grace"), std::string::npos) << report;
   EXPECT_NE(ken_line.find("blocked"), std::string::npos) << report;
+}
+
+TEST_F(Policy, WifiOnlyDownloadsWaitOnACellularNetworkWhileMessagesFlow) {
+  set_policy(R"({"wifi_only_downloads": true})");
+  Device aiko = enroll("aiko", "aiko-phone");
+  admin([&](std::ostream& out, std::string& why) {
+    server::Announcement a;
+    a.audience = "all";
+    a.body = "Shelter 3 opens at noon.";
+    return server::admin_announce(server_dir_, a, out, why);
+  });
+  agent::SyncOptions cellular;
+  cellular.network_kind = [] { return std::string("cellular"); };
+  const agent::SyncReport waiting = aiko.sync(cellular);
+  EXPECT_EQ(waiting.downloads_deferred, agent::DownloadDeferral::wifi_only);
+  EXPECT_GT(waiting.deferred_bytes, 0u);
+  EXPECT_EQ(waiting.chunks_downloaded, 0u);
+  EXPECT_EQ(waiting.messages_received, 1u) << "messages do not wait for Wi-Fi";
+  EXPECT_TRUE(waiting.made_ready.empty());
+
+  agent::SyncOptions wifi;
+  wifi.network_kind = [] { return std::string("wifi"); };
+  const agent::SyncReport home = aiko.sync(wifi);
+  EXPECT_EQ(home.downloads_deferred, agent::DownloadDeferral::none);
+  EXPECT_GT(home.chunks_downloaded, 0u);
+  EXPECT_EQ(home.made_ready.size(), 1u);
+}
+
+TEST_F(Policy, DownloadsStopBeforeTheStoreOutgrowsTheCacheLimit) {
+  set_policy(R"({"max_cache_mb": 2})");
+  publish_course("big-video", "Big video", 3 * 1024 * 1024);
+  Device aiko = enroll("aiko", "aiko-phone");
+  const agent::SyncReport report = aiko.sync();
+  EXPECT_EQ(report.downloads_deferred, agent::DownloadDeferral::cache_limit);
+  EXPECT_EQ(report.cache_limit_bytes, 2u * 1024 * 1024);
+  EXPECT_GT(report.cache_needed_bytes, report.cache_limit_bytes);
+  EXPECT_LE(agent::Store::disk_size(aiko.dir), 2u * 1024 * 1024 + 64 * 1024)
+      << "the store stayed about the limit (a page or so of bookkeeping over)";
+  EXPECT_EQ(report.made_ready, std::vector<std::string>{"shelter-basics@1"})
+      << "the small course fits; the big one waits";
+}
+
+TEST_F(Policy, TheCliWritesNoLessonFileOutWhenThePolicyForbidsExport) {
+  set_policy(R"({"allow_export": false})");
+  Device aiko = enroll("aiko", "aiko-laptop");
+  aiko.sync();
+  aiko.close();
+  const fs::path out = tmp_.path() / "cli.out";
+  const fs::path exported = tmp_.path() / "exported.html";
+  const pid_t pid = testing::spawn_process(
+      KABAN_AGENT_BIN,
+      {"--data-dir", aiko.dir.string(), "open", "shelter-basics/intro", "--out", exported.string()},
+      {"KABAN_PIN=" + std::string(kPin), "HOME=" + tmp_.path().string()}, out);
+  ASSERT_GT(pid, 0);
+  const auto code = testing::wait_exit_for(pid, 30s);
+  ASSERT_TRUE(code);
+  EXPECT_NE(*code, 0);
+  EXPECT_FALSE(fs::exists(exported));
+  const std::string said = testing::text_of(out);
+  EXPECT_NE(said.find("export"), std::string::npos) << said;
 }
 
 // The person at the CLI: a device blocked offline says why and how long since the last sync.

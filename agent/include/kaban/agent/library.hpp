@@ -73,6 +73,16 @@ class Library {
   /// (course id, then version).
   Result<std::vector<protocol::ChunkRef>> missing_chunks();
 
+  /// The same, per incomplete version (course id, then version): each version's distinct
+  /// missing chunks in manifest order. A chunk two versions lack is listed under both, so a
+  /// caller can tell what one version needs to complete.
+  struct MissingVersion {
+    std::string course_id;
+    std::int64_t version = 0;
+    std::vector<protocol::ChunkRef> chunks;
+  };
+  Result<std::vector<MissingVersion>> missing_by_version();
+
   /// Checks every chunk's bytes against its SHA-256, and that some held version uses it, before
   /// writing anything; then stores the whole batch in one transaction (chunks already held are
   /// skipped). errc::content_invalid if any chunk fails; nothing of the batch is stored then.

@@ -38,6 +38,10 @@ struct SyncOptions {
   std::chrono::milliseconds message_interval{5'000};
   /// Inbox changes asked for per page (1..protocol::kMaxInboxPage).
   int inbox_page = 100;
+  /// The kind of network in use ("wifi", "cellular", "wired", "unknown"), for the posture and
+  /// wifi_only_downloads. Empty: platform::network_kind(). An app whose OS says more (a metered
+  /// network flag) passes its own answer.
+  std::function<std::string()> network_kind;
 };
 
 /// Why course downloads waited although the feed had new content.
