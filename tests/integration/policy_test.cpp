@@ -498,6 +498,26 @@ TEST_F(Policy, ACertificateIsRenewedAtCheckInWhenThePolicyShortensItsLife) {
   EXPECT_EQ(aiko.sync().verdict, protocol::Verdict::compliant) << "the new certificate works";
 }
 
+TEST_F(Policy, ADeviceWhoseCertificateExpiredOfflineIsToldToEnrollAgain) {
+  Device aiko = enroll("aiko", "aiko-laptop");
+  aiko.sync();
+  auto identity = agent::load_identity(*aiko.store);
+  ASSERT_TRUE(identity);
+  auto cert = crypto::Certificate::from_pem(identity.value().certificate_pem);
+  ASSERT_TRUE(cert);
+  const std::int64_t not_after =
+      std::chrono::duration_cast<std::chrono::seconds>(cert.value().not_after().time_since_epoch())
+          .count();
+  // A month offline by the trusted clock (the wall clock of this machine is not touched).
+  aiko.close();
+  ASSERT_TRUE(agent::update_guard(aiko.dir,
+                                  [&](agent::GuardState& s) { s.high_water = not_after + 86400; }));
+  aiko.open();
+  const auto [error, why] = aiko.failing_sync();
+  EXPECT_EQ(error, agent::errc::certificate_expired) << why;
+  EXPECT_NE(why.find("enrollment code"), std::string::npos) << why;
+}
+
 TEST_F(Policy, ARevokedDeviceIsRefusedInTheHandshakeAndOthersAreNot) {
   Device aiko = enroll("aiko", "aiko-laptop");
   Device ken = enroll("ken", "ken-phone");
