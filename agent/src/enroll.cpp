@@ -124,9 +124,7 @@ Result<Enrollment> request_enrollment(const protocol::EnrollmentLine& line,
     return response.error();
   }
   if (response.value().status != 200) {
-    auto body = protocol::parse_error_body(response.value().body);
-    why = body ? body.value().message
-               : "the server answered HTTP " + std::to_string(response.value().status);
+    why = refusal_message(response.value());
     return errc::server_refused;
   }
   std::string parse_why;

@@ -897,11 +897,8 @@ Result<std::size_t> report_device_events(const fs::path& store_dir, const Report
       return response.error();
     }
     if (response.value().status != 200) {
-      auto body = protocol::parse_error_body(response.value().body);
-      why = body && !body.value().message.empty()
-                ? body.value().message
-                : "the server answered HTTP " + std::to_string(response.value().status);
-      why += "; the events stay recorded on the device and are sent again at the next sync";
+      why = refusal_message(response.value()) +
+            "; the events stay recorded on the device and are sent again at the next sync";
       return errc::server_refused;
     }
     const auto drop_sent = [&](GuardState& s) {

@@ -18,6 +18,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "kaban/agent/error.hpp"
+#include "kaban/protocol/messages.hpp"
 
 namespace kaban::agent {
 namespace {
@@ -445,6 +446,13 @@ const std::string& HttpsClient::describe_last_failure() const {
 
 void HttpsClient::close() {
   impl_->close();
+}
+
+std::string refusal_message(const HttpsResponse& response) {
+  auto body = protocol::parse_error_body(response.body);
+  return body && !body.value().message.empty()
+             ? body.value().message
+             : "the server answered HTTP " + std::to_string(response.status);
 }
 
 }  // namespace kaban::agent

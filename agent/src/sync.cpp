@@ -63,10 +63,7 @@ bool stopped(const SyncOptions& options) {
 
 // Turns a non-2xx answer into server_refused with the server's own sentence.
 std::error_code refused(const HttpsResponse& response, std::string& why) {
-  auto body = protocol::parse_error_body(response.body);
-  why = body && !body.value().message.empty()
-            ? body.value().message
-            : "the server answered HTTP " + std::to_string(response.status);
+  why = refusal_message(response);
   return errc::server_refused;
 }
 

@@ -82,4 +82,8 @@ class HttpsClient {
   std::unique_ptr<Impl> impl_;
 };
 
+/// What the server said when it refused a request: the message of its JSON error body, or "the
+/// server answered HTTP N" when the body has none. For the `why` of errc::server_refused.
+std::string refusal_message(const HttpsResponse& response);
+
 }  // namespace kaban::agent
