@@ -84,9 +84,18 @@ constexpr const IntegerSettingRange* integer_range(std::string_view name) {
   return nullptr;
 }
 
+// By name, not through integer_range(): comparing an address with null is not a constant
+// expression under -fsanitize=undefined.
+constexpr bool has_integer_range(std::string_view name) {
+  for (const IntegerSettingRange& range : kIntegerSettingRanges)
+    if (range.name == name)
+      return true;
+  return false;
+}
+
 constexpr bool every_integer_setting_has_a_range() {
   for (const Setting& s : kSettings)
-    if (std::holds_alternative<int Policy::*>(s.member) && !integer_range(s.name))
+    if (std::holds_alternative<int Policy::*>(s.member) && !has_integer_range(s.name))
       return false;
   return std::size(kIntegerSettingRanges) == 7;
 }
