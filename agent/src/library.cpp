@@ -125,22 +125,30 @@ void discard_chunks(SQLite::Database& db, const std::vector<const protocol::Mani
 }  // namespace
 
 Result<bool> Library::add_course_version(const protocol::CourseVersionChange& change,
-                                         const crypto::Ed25519PublicKey& signing_key) {
+                                         const crypto::Ed25519PublicKey& signing_key,
+                                         std::string* why) {
+  const auto refuse = [&](std::string reason) -> Result<bool> {
+    if (why)
+      *why = std::move(reason);
+    return errc::content_invalid;
+  };
   // The parser never sees unsigned bytes: only text the content-signing key vouches for.
   if (change.manifest.size() > protocol::kMaxManifestSize)
-    return errc::content_invalid;
+    return refuse("the manifest is larger than " + std::to_string(protocol::kMaxManifestSize) +
+                  " bytes");
   auto signature = crypto::from_hex(change.signature);
-  if (!signature || signature.value().size() != crypto::kEd25519SignatureSize)
-    return errc::content_invalid;
-  if (!signing_key.verify(crypto::as_bytes(change.manifest), signature.value()))
-    return errc::content_invalid;
-  auto parsed = protocol::parse_manifest(change.manifest);
+  if (!signature || signature.value().size() != crypto::kEd25519SignatureSize ||
+      !signing_key.verify(crypto::as_bytes(change.manifest), signature.value()))
+    return refuse("its signature does not verify against the server's signing key");
+  std::string rule;
+  auto parsed = protocol::parse_manifest(change.manifest, &rule);
   if (!parsed)
-    return errc::content_invalid;
+    return refuse("it is signed, but this agent cannot accept it: " + rule +
+                  " (the server published a course its devices refuse; tell IT)");
   const protocol::Manifest& manifest = parsed.value();
   // A valid signature over another course's manifest must not land under this change's name.
   if (manifest.course_id != change.course_id || manifest.version != change.version)
-    return errc::content_invalid;
+    return refuse("it names another course or version than the change that carried it");
 
   try {
     SQLite::Database& db = store_.db();

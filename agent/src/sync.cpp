@@ -547,10 +547,11 @@ Result<void> pull_changes(HttpsClient& client, Store& store, const DeviceIdentit
     for (const protocol::Change& change : page.value().changes) {
       if (!change.course_version)
         continue;  // a kind this agent does not know yet
-      auto added = library.add_course_version(*change.course_version, signing_key);
+      std::string refusal;
+      auto added = library.add_course_version(*change.course_version, signing_key, &refusal);
       if (!added) {
         why = "the manifest of course \"" + change.course_version->course_id +
-              "\" did not verify against the server's signing key; it was not stored";
+              "\" was not stored: " + (refusal.empty() ? added.error().message() : refusal);
         return added.error();
       }
       if (added.value())

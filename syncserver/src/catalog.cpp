@@ -101,6 +101,14 @@ Result<protocol::ManifestFile> chunk_file(const SourceFile& source, const Catalo
   return file;
 }
 
+// A publish refused because devices would refuse the manifest under `rule`.
+std::error_code devices_would_refuse(const std::string& rule, std::string& why) {
+  why = "devices would refuse this course's manifest: " + rule +
+        "; nothing was published. Change the course to keep the limits in docs/protocol.md "
+        "(e.g. split a lesson with too many files)";
+  return errc::course_invalid;
+}
+
 }  // namespace
 
 Catalog::Catalog(SQLite::Database& db, fs::path data_dir)
@@ -121,6 +129,17 @@ Result<PublishedVersion> Catalog::publish(const CourseSource& course,
   manifest.description = course.description;
   manifest.published_at = protocol::format_timestamp(to_unix(now));
   manifest.lessons = course.lessons;
+  // Devices parse the manifest with these rules, and one they would refuse is never signed.
+  // The outline (files without content) meets every rule that does not depend on the bytes, so
+  // a course that breaks one is refused before any chunk is written.
+  {
+    protocol::Manifest outline = manifest;
+    outline.version = 1;
+    for (const SourceFile& f : course.files)
+      outline.files.push_back({f.path, f.media_type, 0, std::string(64, '0'), {}});
+    if (std::string rule; !protocol::parse_manifest(protocol::manifest_to_json(outline), &rule))
+      return devices_would_refuse(rule, why);
+  }
   std::vector<std::uint8_t> buffer(kChunkSize);
   std::set<fs::path> touched_dirs;
   std::map<std::string, std::uint64_t> chunk_sizes;
@@ -162,6 +181,8 @@ Result<PublishedVersion> Catalog::publish(const CourseSource& course,
               ". Split the course";
         return errc::course_invalid;
       }
+      if (std::string rule; !protocol::parse_manifest(manifest_json, &rule))
+        return devices_would_refuse(rule, why);
       const auto signature = signing_key.sign(crypto::as_bytes(manifest_json));
 
       SQLite::Statement upsert_course(db_,

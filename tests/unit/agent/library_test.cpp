@@ -201,9 +201,17 @@ TEST_F(LibraryTest, RefusesManifestsThatDoNotVerify) {
       {"signed but unparsable", &unparsable},
   };
   for (const auto& [what, change] : cases) {
-    auto r = library().add_course_version(*change, key_.public_key());
+    std::string why;
+    auto r = library().add_course_version(*change, key_.public_key(), &why);
     ASSERT_FALSE(r) << what;
     EXPECT_EQ(r.error(), errc::content_invalid) << what;
+    // The reason tells a bad signature from a signed manifest this agent cannot read.
+    const bool signed_ok = change == &unparsable;
+    EXPECT_EQ(
+        why.find("signature does not verify") != std::string::npos,
+        change == &bad_hex || change == &flipped || change == &other_key || change == &tampered)
+        << what << ": " << why;
+    EXPECT_EQ(why.find("cannot accept") != std::string::npos, signed_ok) << what << ": " << why;
   }
   expect_nothing_stored();
 }

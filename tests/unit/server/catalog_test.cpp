@@ -229,6 +229,19 @@ TEST_F(CatalogTest, RepublishReusesChunksAndAChangeAddsOnlyItsOwn) {
   EXPECT_EQ(page.value()[0].seq, 1);
 }
 
+TEST_F(CatalogTest, ACourseItsDevicesWouldRefuseIsNotPublished) {
+  // A lesson of more files than a manifest may list: the server must not sign what every
+  // device's parser refuses.
+  std::string files;
+  for (int i = 0; i < 1001; ++i) {
+    const std::string name = "pages/p" + std::to_string(i) + ".html";
+    write_text(folder() / name, "<p>" + std::to_string(i) + "</p>");
+    files += (i ? ", \"" : "\"") + name + "\"";
+  }
+  write_text(folder() / kCourseFile, course_json(files));
+  expect_refused(errc::course_invalid, "devices would refuse");
+}
+
 TEST_F(CatalogTest, PathOutsideTheFolderIsRefused) {
   write_text(course_.path().parent_path() / "x", "outside");
   write_text(folder() / kCourseFile, course_json(R"("../x")"));

@@ -65,9 +65,11 @@ class Library {
   /// with its chunk list. Returns true if the version was stored, false if it was already held
   /// or is older than (or as old as) a version held of the same course. Storing a version drops
   /// the course's older incomplete versions: only the newest is downloaded. errc::content_invalid
-  /// if anything fails to verify; nothing is stored then.
+  /// if anything fails to verify; nothing is stored then, and `why` (when given) says what: the
+  /// signature, or the rule of the signed manifest that this agent's parser refuses.
   Result<bool> add_course_version(const protocol::CourseVersionChange& change,
-                                  const crypto::Ed25519PublicKey& signing_key);
+                                  const crypto::Ed25519PublicKey& signing_key,
+                                  std::string* why = nullptr);
 
   /// The distinct chunks incomplete versions need and the store does not hold, in manifest order
   /// (course id, then version).
