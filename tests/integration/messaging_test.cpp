@@ -32,6 +32,7 @@
 #include "kaban/server/directory.hpp"
 #include "kaban/server/http_server.hpp"
 #include "kaban/server/messaging.hpp"
+#include "sync_support.hpp"
 #include "test_support.hpp"
 
 namespace kaban {
@@ -39,19 +40,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using testing::kFastKdf;
+using testing::server_now;
 using testing::TempDir;
+using testing::unix_now;
 using testing::write_text;
 
-constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
 constexpr const char* kPin = "2468-test-pin";
-
-server::UnixTime server_now() {
-  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
-}
-
-std::int64_t unix_now() {
-  return server_now().time_since_epoch().count();
-}
 
 // Passes requests to the real Api; chunk requests can be slowed down so a download lasts long
 // enough for something to happen meanwhile.
@@ -129,19 +124,7 @@ struct Device {
   }
 
   // A bare client with this device's certificate, for requests the agent would not make.
-  agent::HttpsClient raw_client() {
-    auto identity = agent::load_identity(*store);
-    EXPECT_TRUE(identity);
-    agent::HttpsClientConfig config;
-    config.host = identity.value().server_host;
-    config.port = identity.value().server_port;
-    crypto::TlsClientTrust trust;
-    trust.ca_pem = identity.value().ca_pem;
-    crypto::TlsClientIdentity me{
-        identity.value().certificate_pem,
-        crypto::SecretKey::from_bytes(identity.value().private_key_pem.bytes())};
-    return agent::HttpsClient(std::move(config), std::move(trust), std::move(me));
-  }
+  agent::HttpsClient raw_client() { return testing::device_client(*store); }
 
   std::vector<agent::MessageView> list(std::string channel = "") {
     agent::MessageFilter filter;

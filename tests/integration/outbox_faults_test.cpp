@@ -30,6 +30,7 @@
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/messaging.hpp"
+#include "sync_support.hpp"
 #include "test_support.hpp"
 
 namespace kaban {
@@ -37,10 +38,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using testing::kFastKdf;
 using testing::TempDir;
 using testing::text_of;
+using testing::unix_now;
 
-constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
 constexpr const char* kPin = "fault-test-pin-4821";
 constexpr int kRounds = 24;
 constexpr int kMessagesPerRound = 12;
@@ -48,12 +50,6 @@ constexpr int kMessagesPerRound = 12;
 // inside an upload rather than in the handshake or the check-in before it.
 constexpr std::size_t kBodySize = 3000;
 constexpr auto kChildLimit = 60s;
-
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 class OutboxFaults : public ::testing::Test {
  protected:

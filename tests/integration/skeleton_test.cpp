@@ -35,6 +35,7 @@
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/http_server.hpp"
+#include "sync_support.hpp"
 #include "test_support.hpp"
 
 extern char** environ;
@@ -44,15 +45,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using testing::kFastKdf;
+using testing::server_now;
 using testing::TempDir;
 using testing::write_text;
 
-constexpr crypto::ScryptParams kFastKdf{1u << 10, 8, 1};
 constexpr const char* kPin = "2468-test-pin";
-
-server::UnixTime server_now() {
-  return std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
-}
 
 std::string random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 gen(seed);
