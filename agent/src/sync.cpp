@@ -392,9 +392,8 @@ Result<GuardState> accept_answer(const std::filesystem::path& dir,
     return written.error();
   }
   if (refusal) {
-    why = refusal_why +
-          "; the device stays under the policy and lease it held. Ask IT to check "
-          "the server's signing key";
+    // The guard's sentence already says what to do; this adds only what was kept.
+    why = refusal_why + "; the device stays under the policy and lease it held";
     return refusal;
   }
   return written;

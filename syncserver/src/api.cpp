@@ -232,7 +232,8 @@ struct Api::Impl {
   HttpResponse enroll(const HttpRequest& req);
   // Records a failed enrollment in the audit log (never the code); a failure to write it does
   // not change the answer.
-  void audit_enroll_failure(const HttpRequest& req, std::string_view reason);
+  // On the enrollment's own connection: a request never holds two of the pool's.
+  void audit_enroll_failure(SQLite::Database& db, const HttpRequest& req, std::string_view reason);
   HttpResponse checkin(const HttpRequest& req, const Device& device, SQLite::Database& db);
   // The renewal request of a check-in: a CSR signed by its key, for the key of the certificate
   // the device presents. The refusal to answer with otherwise (400, nothing stored).
@@ -289,19 +290,19 @@ HttpResponse Api::Impl::enroll(const HttpRequest& req) {
     if (e == errc::storage_failed)
       return storage_error();
     if (e == errc::csr_invalid) {
-      audit_enroll_failure(req, "csr_invalid");
+      audit_enroll_failure(**conn.value(), req, "csr_invalid");
       return error(400, "csr_invalid", e.message());
     }
     limiter.record_failure(req.peer_address, t);
     if (e == errc::enroll_code_used) {
-      audit_enroll_failure(req, "enroll_code_used");
+      audit_enroll_failure(**conn.value(), req, "enroll_code_used");
       return error(409, "enroll_code_used", e.message());
     }
     if (e == errc::enroll_code_expired) {
-      audit_enroll_failure(req, "enroll_code_expired");
+      audit_enroll_failure(**conn.value(), req, "enroll_code_expired");
       return error(401, "enroll_code_expired", e.message());
     }
-    audit_enroll_failure(req, "enroll_code_invalid");
+    audit_enroll_failure(**conn.value(), req, "enroll_code_invalid");
     return error(401, "enroll_code_invalid", e.message());
   }
   const EnrolledDevice& device = enrolled.value();
@@ -322,13 +323,10 @@ HttpResponse Api::Impl::enroll(const HttpRequest& req) {
   return r;
 }
 
-void Api::Impl::audit_enroll_failure(const HttpRequest& req, std::string_view reason) {
-  auto conn = connection();
-  if (!conn)
-    return;
-  (void)AuditLog(**conn.value())
-      .record("address:" + req.peer_address, "enroll_failed", "",
-              nlohmann::json{{"reason", reason}}.dump(), now());
+void Api::Impl::audit_enroll_failure(SQLite::Database& db, const HttpRequest& req,
+                                     std::string_view reason) {
+  (void)AuditLog(db).record("address:" + req.peer_address, "enroll_failed", "",
+                            nlohmann::json{{"reason", reason}}.dump(), now());
 }
 
 std::optional<HttpResponse> Api::Impl::read_renewal_request(
@@ -370,6 +368,10 @@ HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
 
   const UnixTime t = now();
   auto effective = Policies(db).effective_for(device.login);
+  if (!effective && effective.error() == errc::data_dir_damaged)
+    return error(500, "policy_unreadable",
+                 "a device policy stored on the server no longer reads; nothing was recorded. IT "
+                 "must set it again with `admin policy set` (`admin policy show` names it)");
   if (!effective)
     return storage_error();
   const protocol::Policy& policy = effective.value().policy;

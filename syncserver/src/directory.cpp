@@ -587,6 +587,10 @@ Result<std::vector<QueuedCommand>> Directory::pending_commands(std::string_view 
 Result<std::vector<protocol::DeviceCommand>> Directory::take_commands_to_send(
     std::string_view device_id, UnixTime now) {
   try {
+    // Most check-ins carry no command: those take no write lock.
+    KABAN_TRY(queued, pending_commands(device_id));
+    if (queued.empty())
+      return std::vector<protocol::DeviceCommand>{};
     SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
     KABAN_TRY(pending, pending_commands(device_id));
     SQLite::Statement sent(db_,
