@@ -183,6 +183,51 @@ int main(int argc, char** argv) try {
   std::vector<std::string> audiences;
   course_assign->add_option("COURSE", course_id, "The course id")->required();
   course_assign->add_option("AUDIENCE", audiences, "all, or one or more groups")->required();
+  auto* import_scorm = course->add_subcommand(
+      "import-scorm",
+      "Publish a SCORM 1.2 package (a zip with imsmanifest.xml at its root) as a course: each "
+      "item of its default organization becomes a lesson");
+  std::string package_file;
+  import_scorm->add_option("PACKAGE", package_file, "The package's .zip file")->required();
+  import_scorm->add_option("--id", course_id,
+                           "Course id (default: from the manifest's identifier)");
+  auto* bundle = course->add_subcommand(
+      "bundle",
+      "Write a course's signed manifest and every chunk to one file, for devices with no "
+      "network (`kaban import FILE`)");
+  std::int64_t bundle_version = 0;
+  std::string bundle_file;
+  bundle->add_option("COURSE", course_id, "The course id")->required();
+  bundle->add_option("--out", bundle_file, "The bundle file to write")->required();
+  bundle->add_option("--version", bundle_version, "A version other than the latest")
+      ->check(CLI::PositiveNumber);
+  auto* retire = course->add_subcommand(
+      "retire",
+      "Retire a course: devices remove it at their next sync and its chunks are no longer "
+      "served (publishing it again brings it back)");
+  retire->add_option("COURSE", course_id, "The course id")->required();
+  auto* expire = course->add_subcommand(
+      "expire",
+      "Set the date after which devices drop a course, even offline (a new version with the "
+      "same files; devices fetch only its manifest)");
+  std::string expiry_text;
+  expire->add_option("COURSE", course_id, "The course id")->required();
+  expire
+      ->add_option("WHEN", expiry_text,
+                   "A date (2027-03-31, the start of that day in UTC), an RFC 3339 time, or "
+                   "\"never\"")
+      ->required();
+
+  auto* gc = admin->add_subcommand(
+      "gc",
+      "Delete course versions superseded for longer than --keep and every chunk nothing uses "
+      "any more");
+  std::string keep_text = "7d";
+  bool dry_run = false;
+  gc->add_option("--keep", keep_text,
+                 "How long a superseded version stays, for devices still downloading it")
+      ->capture_default_str();
+  gc->add_flag("--dry-run", dry_run, "Only say what would be deleted");
 
   auto* device = admin->add_subcommand("device", "Enrolled devices");
   device->require_subcommand(1);
@@ -363,6 +408,36 @@ int main(int argc, char** argv) try {
     return report(admin_course_publish(dir, folder, std::cout, why), "course publish", why);
   if (*course_list)
     return report(admin_course_list(dir, how, std::cout, why), "course list", why);
+  if (*import_scorm)
+    return report(admin_course_import_scorm(dir, package_file, course_id, std::cout, why),
+                  "course import-scorm", why);
+  if (*bundle)
+    return report(admin_course_bundle(dir, course_id, bundle_version, bundle_file, std::cout,
+                                      &std::cerr, why),
+                  "course bundle", why);
+  if (*retire)
+    return report(admin_course_retire(dir, course_id, std::cout, why), "course retire", why);
+  if (*expire) {
+    std::optional<UnixTime> when;
+    if (expiry_text != "never") {
+      const auto parsed = kaban::protocol::parse_timestamp(expiry_text);
+      if (!parsed) {
+        std::cerr << "kaban-server: course expire takes a date (2027-03-31), an RFC 3339 time "
+                     "(2027-03-31T00:00:00+09:00) or \"never\"\n";
+        return kExitFailed;
+      }
+      when = UnixTime{std::chrono::seconds{*parsed}};
+    }
+    return report(admin_course_expire(dir, course_id, when, std::cout, why), "course expire", why);
+  }
+  if (*gc) {
+    const auto keep = parse_duration(keep_text);
+    if (!keep) {
+      std::cerr << "kaban-server: --keep takes a number and a unit: 12h, 7d, 30d\n";
+      return kExitFailed;
+    }
+    return report(admin_gc(dir, *keep, dry_run, std::cout, why), "gc", why);
+  }
   if (*device_list)
     return report(admin_device_list(dir, how, std::cout, why), "device list", why);
   if (*channel_add)

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kaban/agent/attachments.hpp"
+#include "kaban/agent/bundle_import.hpp"
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
@@ -58,6 +59,7 @@ constexpr int kExitNotFound = 8;       // no such course, lesson, file, channel 
 constexpr int kExitBlocked = 9;        // the device policy blocks this now: sync, or get compliant
 constexpr int kExitLocked = 10;        // locked: `kaban unlock CODE` with IT's code
 constexpr int kExitWiped = 11;         // Kaban's data here was wiped: enroll again
+constexpr int kExitBadBundle = 12;     // a bundle that is damaged, cut short or another server's
 constexpr int kExitInterrupted = 130;  // Ctrl-C or SIGTERM; what was done is kept
 
 // Reporting a wipe or a lock to IT is worth a short wait, not a long one: the person is waiting
@@ -89,6 +91,8 @@ int exit_code_for(std::error_code e) {
     return kExitLocked;
   if (e == errc::device_wiped)
     return kExitWiped;
+  if (e == errc::bundle_invalid)
+    return kExitBadBundle;
   if (e == errc::not_found)
     return kExitNotFound;
   if (e == errc::invalid_input || e == errc::not_allowed)
@@ -331,6 +335,15 @@ int open_guarded_store(const fs::path& dir, std::string_view pin, Purpose purpos
     std::cerr << "kaban: " << why << since << '\n';
     return exit_code_for(allowed.error());
   }
+  // A course past its expiry goes before anything is read, offline too (by trusted time).
+  auto expired = Library(*store).remove_expired(view.value().now);
+  if (!expired) {
+    store.reset();
+    return fail("cannot remove expired courses from the store in " + dir.string(), expired.error());
+  }
+  for (const std::string& id : expired.value())
+    std::cerr << "kaban: course " << id << " has expired; IT set it to leave devices, and it was "
+              << "removed from this one\n";
   if (view_out)
     *view_out = std::move(view).value();
   return kExitOk;
@@ -591,6 +604,16 @@ std::vector<std::string> policy_lines(const SyncReport& r) {
       ids += (ids.empty() ? "" : ", ") + id;
     lines.push_back("removed from this device (no longer assigned to you): " + ids);
   }
+  if (!r.courses_expired.empty()) {
+    std::string ids;
+    for (const std::string& id : r.courses_expired)
+      ids += (ids.empty() ? "" : ", ") + id;
+    lines.push_back("removed from this device (expired): " + ids);
+  }
+  for (const SyncReport::RefusedVersion& refused : r.courses_refused)
+    lines.push_back("course " + refused.course_id + " version " + std::to_string(refused.version) +
+                    " was refused and skipped (" + refused.reason +
+                    "); the other courses synced. Tell IT");
   if (r.downloads_deferred == DownloadDeferral::wifi_only)
     lines.push_back("course downloads (" + format_bytes(r.deferred_bytes) +
                     ") wait for Wi-Fi or a wired network, as the device policy asks on a "
@@ -1420,6 +1443,79 @@ int run_open(const Globals& g, const std::string& lesson_ref, const std::string&
   return kExitOk;
 }
 
+// `kaban import FILE`: a course from a bundle IT wrote with `kaban-server admin course bundle`,
+// for a device with no network. The bundle gives course content, so it needs the access reading
+// courses needs (a blocked device gets nothing new to read).
+int run_import(const Globals& g, const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    std::cerr << "kaban: import: " << path << " is a folder; name the bundle file in it\n";
+    return kExitUsage;
+  }
+  std::ifstream bundle(path, std::ios::binary);
+  if (!bundle) {
+    std::cerr << "kaban: import: cannot read " << path << ": " << std::strerror(errno)
+              << "; name the bundle file IT gave you\n";
+    return kExitUsage;
+  }
+  std::optional<Store> store;
+  GuardView view;
+  if (int rc = open_store(g, Purpose::content, store, &view); rc != kExitOk)
+    return rc;
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  std::unique_ptr<TransferProgress> progress;
+  ImportOptions options;
+  options.stop = &g_stop;
+  options.on_start = [&](const ImportPlan& plan) {
+    std::cerr << "importing " << plan.course_id << " version " << plan.version << " (" << plan.title
+              << "): " << format_bytes(plan.chunk_bytes) << " in " << plural(plan.chunks, "chunk")
+              << ", " << format_bytes(plan.new_bytes) << " of it new to this device\n";
+    progress = std::make_unique<TransferProgress>(plan.chunk_bytes, stderr,
+                                                  TransferProgress::style_for(stderr),
+                                                  platform::terminal_width(STDERR_FILENO));
+    progress->set_verb("imported");
+  };
+  options.on_bytes = [&](std::uint64_t bytes) {
+    if (progress)
+      progress->add(bytes);
+  };
+  std::string why;
+  auto imported = import_bundle(*store, bundle, current_policy(view.state), view.now, options, why);
+  if (progress)
+    progress->finish();
+  if (!imported)
+    return fail("import " + path, imported.error(), why);
+
+  const ImportReport& r = imported.value();
+  switch (r.outcome) {
+    case ImportOutcome::already_held:
+      std::cout << r.course_id << " version " << r.version
+                << " is already on this device, readable offline; nothing was changed\n";
+      return kExitOk;
+    case ImportOutcome::newer_held:
+      std::cout << "this device " << (r.held_complete ? "holds" : "is downloading") << " version "
+                << r.held_version << " of " << r.course_id << ", newer than the bundle's version "
+                << r.version << "; nothing was changed\n";
+      return kExitOk;
+    case ImportOutcome::imported:
+      break;
+  }
+  std::cout << "imported " << r.course_id << " version " << r.version << " (" << r.title
+            << "): " << plural(r.lessons.size(), "lesson") << ", " << format_bytes(r.total_size)
+            << "; " << plural(r.chunks_stored, "chunk") << " stored, " << r.chunks_skipped
+            << " already on this device\n";
+  for (const LessonInfo& l : r.lessons)
+    std::cout << "  " << l.course_id << '/' << l.id << "  " << l.title << "  (" << l.kind << ", "
+              << l.duration_minutes << " min, " << format_bytes(l.size) << ")\n";
+  for (const std::string& ready : r.made_ready)
+    std::cout << "ready offline: " << ready << '\n';
+  return kExitOk;
+}
+
 std::string access_text(Access access) {
   switch (access) {
     case Access::open:
@@ -1752,6 +1848,13 @@ int main(int argc, char** argv) try {
   open->add_option("--out", out,
                    "Write to this path instead of stdout (refused when the device policy does "
                    "not allow saving lesson files)");
+  std::string bundle_file;
+  auto* import_cmd = app.add_subcommand(
+      "import",
+      "Import a course from a bundle file IT wrote (`kaban-server admin course bundle`): it "
+      "becomes readable as if synced; the manifest's signature and every chunk are checked "
+      "(offline)");
+  import_cmd->add_option("FILE", bundle_file, "The bundle file")->required();
   auto* status = app.add_subcommand(
       "status",
       "Server, device id, last sync, unread messages, outbox, and the device policy's view of "
@@ -1896,6 +1999,8 @@ int main(int argc, char** argv) try {
     return run_lessons(g, course);
   if (*open)
     return run_open(g, lesson, file, out);
+  if (*import_cmd)
+    return run_import(g, bundle_file);
   if (*status)
     return run_status(g);
   if (*policy)

@@ -55,6 +55,12 @@ const char* describe(errc e) noexcept {
       return "the server sent a policy or lease that did not verify; nothing was changed";
     case errc::certificate_expired:
       return "this device's certificate has expired; ask IT for a new enrollment code";
+    case errc::bundle_invalid:
+      return "the bundle is damaged, incomplete or not from this device's server; nothing of it "
+             "became readable";
+    case errc::disk_full:
+      return "the device is nearly out of space; downloads stopped. `kaban storage` shows what "
+             "can be freed";
   }
   return "unknown kaban.agent error";
 }

@@ -13,6 +13,7 @@
 #include "chunk_rows.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/sha256.hpp"
+#include "kaban/protocol/timestamp.hpp"
 
 namespace kaban::agent {
 namespace {
@@ -168,8 +169,8 @@ Result<bool> Library::add_course_version(const protocol::CourseVersionChange& ch
 
     SQLite::Statement insert(db, R"sql(
       INSERT INTO course_versions (course_id, version, manifest, signature, complete, received_at,
-                                   title, description, lessons, total_size)
-      VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
+                                   title, description, lessons, total_size, expires_at)
+      VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
     )sql");
     insert.bind(1, manifest.course_id);
     insert.bind(2, manifest.version);
@@ -180,6 +181,10 @@ Result<bool> Library::add_course_version(const protocol::CourseVersionChange& ch
     insert.bind(7, manifest.description);
     insert.bind(8, static_cast<std::int64_t>(manifest.lessons.size()));
     insert.bind(9, static_cast<std::int64_t>(manifest.total_size()));
+    if (const auto expires = protocol::parse_timestamp(manifest.expires_at))
+      insert.bind(10, *expires);
+    else
+      insert.bind(10);
     insert.exec();
 
     SQLite::Statement need(db, R"sql(
@@ -447,6 +452,38 @@ Result<bool> Library::remove_course(std::string_view course_id) {
     const bool removed = drop.exec() > 0;
     if (removed)
       collect_garbage(db);
+    tx.commit();
+    return removed;
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
+Result<std::vector<std::string>> Library::remove_expired(std::int64_t now) {
+  try {
+    SQLite::Database& db = store_.db();
+    SQLite::Transaction tx(db);
+    // The newest version held of each course decides: an expiry set and then cleared by IT
+    // arrives as a newer version without one.
+    SQLite::Statement expired(db, R"sql(
+      SELECT v.course_id FROM course_versions v
+      WHERE v.version = (SELECT max(version) FROM course_versions WHERE course_id = v.course_id)
+        AND v.expires_at IS NOT NULL AND v.expires_at <= ?
+      ORDER BY v.course_id
+    )sql");
+    expired.bind(1, now);
+    std::vector<std::string> removed;
+    while (expired.executeStep())
+      removed.push_back(expired.getColumn(0).getString());
+    if (removed.empty())
+      return removed;
+    SQLite::Statement drop(db, "DELETE FROM course_versions WHERE course_id = ?");
+    for (const std::string& id : removed) {
+      drop.reset();
+      drop.bind(1, id);
+      drop.exec();
+    }
+    collect_garbage(db);
     tx.commit();
     return removed;
   } catch (const SQLite::Exception& e) {

@@ -189,6 +189,11 @@ constexpr schema::Migration kStoreMigrations[] = {
         data BLOB NOT NULL
       );
     )sql"},
+    {5, R"sql(
+      -- The signed manifest's expires_at as Unix seconds, NULL if the version does not expire.
+      -- The course's newest version held decides when the device drops it (docs/content.md).
+      ALTER TABLE course_versions ADD COLUMN expires_at INTEGER;
+    )sql"},
 };
 
 }  // namespace

@@ -185,7 +185,7 @@ void TransferProgress::draw_bar(TimePoint now, bool final) {
 
 void TransferProgress::print_line(TimePoint now, bool final) {
   const int pct = percent();
-  std::string line = "downloaded " + format_bytes(done_) + " of " + format_bytes(total_) + " (" +
+  std::string line = verb_ + " " + format_bytes(done_) + " of " + format_bytes(total_) + " (" +
                      std::to_string(pct) + "%)";
   if (final) {
     line += " in " + format_duration(duration_cast<std::chrono::seconds>(now - started_));

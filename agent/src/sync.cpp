@@ -548,6 +548,14 @@ Result<void> pull_changes(HttpsClient& client, Store& store, const DeviceIdentit
         continue;  // a kind this agent does not know yet
       std::string refusal;
       auto added = library.add_course_version(*change.course_version, signing_key, &refusal);
+      if (!added && added.error() == errc::content_invalid) {
+        // One course that does not verify must not hold up every other course: it is skipped
+        // and reported, and its next version is taken as usual.
+        report.courses_refused.push_back({change.course_version->course_id,
+                                          change.course_version->version,
+                                          refusal.empty() ? added.error().message() : refusal});
+        continue;
+      }
       if (!added) {
         why = "the manifest of course \"" + change.course_version->course_id +
               "\" was not stored: " + (refusal.empty() ? added.error().message() : refusal);
@@ -1045,6 +1053,9 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   }
 
   Library library(store);
+  // After the feed: a version IT published to set or clear an expiry has arrived by now.
+  KABAN_TRY(expired, library.remove_expired(now));
+  report.courses_expired = std::move(expired);
   KABAN_TRY(needs, library.missing_by_version());
   std::vector<protocol::ChunkRef> missing =
       chunks_allowed(needs, current_policy(guard), network, dir, report);

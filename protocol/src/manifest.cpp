@@ -7,6 +7,7 @@
 
 #include "json_reader.hpp"
 #include "kaban/protocol/error.hpp"
+#include "kaban/protocol/timestamp.hpp"
 
 namespace kaban::protocol {
 namespace {
@@ -21,7 +22,6 @@ constexpr std::size_t kMaxDescription = 4000;
 constexpr std::size_t kMaxPath = 1024;
 constexpr std::size_t kMaxMediaType = 128;
 constexpr std::size_t kMaxTimestamp = 40;
-constexpr std::size_t kMaxLessonFiles = 1000;
 constexpr std::size_t kMaxChunksPerFile = 1 << 20;
 constexpr std::int64_t kMaxDurationMinutes = 100'000;
 constexpr std::int64_t kMaxFileSize = std::int64_t{1} << 40;  // 1 TiB
@@ -181,10 +181,12 @@ std::string manifest_to_json(const Manifest& m) {
                      {"sha256", f.sha256},
                      {"chunks", std::move(chunks)}});
   }
-  const json j = {{"format", kManifestFormat},     {"course_id", m.course_id},
-                  {"version", m.version},          {"title", m.title},
-                  {"description", m.description},  {"published_at", m.published_at},
-                  {"lessons", std::move(lessons)}, {"files", std::move(files)}};
+  json j = {{"format", kManifestFormat},     {"course_id", m.course_id},
+            {"version", m.version},          {"title", m.title},
+            {"description", m.description},  {"published_at", m.published_at},
+            {"lessons", std::move(lessons)}, {"files", std::move(files)}};
+  if (!m.expires_at.empty())
+    j["expires_at"] = m.expires_at;
   return j.dump();
 }
 
@@ -200,6 +202,10 @@ Result<Manifest> parse_manifest(std::string_view text, std::string* why) {
   m.title = r.text("title", kMaxTitle);
   m.description = r.text("description", kMaxDescription);
   m.published_at = r.text("published_at", kMaxTimestamp);
+  m.expires_at = r.text("expires_at", kMaxTimestamp, false);
+  if (r.ok() && !m.expires_at.empty() && !parse_timestamp(m.expires_at))
+    r.fail(errc::invalid_value,
+           "manifest: expires_at \"" + m.expires_at + "\" is not an RFC 3339 time");
   if (r.ok() && !is_valid_id(m.course_id))
     r.fail(errc::invalid_value, "manifest: course_id \"" + m.course_id + "\" is not a valid id");
   if (const json* files = r.array("files", kMaxFiles)) {

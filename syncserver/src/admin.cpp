@@ -213,10 +213,7 @@ Result<void> admin_course_publish(const fs::path& dir, const fs::path& folder, s
     return p;
   });
   KABAN_TRY(published, explain(std::move(done), why));
-  out << "published " << published.course_id << " version " << published.version << " ("
-      << published.files << (published.files == 1 ? " file, " : " files, ")
-      << format_size(published.total_bytes) << ", " << published.new_chunks << " new chunks, "
-      << published.reused_chunks << " already held)\n";
+  detail::print_published(out, published);
   return ok();
 }
 
@@ -225,6 +222,18 @@ Result<void> admin_course_list(const fs::path& dir, Listing how, std::ostream& o
   KABAN_TRY(db, open(dir, why));
   Catalog catalog(*db, dir);
   KABAN_TRY(courses, explain(catalog.list_courses(), why));
+  const UnixTime t = now();
+  // In use, expiring (with the date), expired, or retired.
+  const auto status = [t](const CourseSummary& c) -> std::string {
+    if (c.retired_at)
+      return "retired " + format_time(*c.retired_at);
+    if (c.expires_at)
+      return (*c.expires_at <= t ? "expired " : "expires ") + format_time(*c.expires_at);
+    return "in use";
+  };
+  const auto optional_time = [](const std::optional<UnixTime>& when) {
+    return when ? json(iso_time(*when)) : json(nullptr);
+  };
   if (how == Listing::json) {
     json list = json::array();
     for (const CourseSummary& c : courses)
@@ -233,15 +242,17 @@ Result<void> admin_course_list(const fs::path& dir, Listing how, std::ostream& o
                       {"version", c.latest_version},
                       {"published_at", iso_time(c.published_at)},
                       {"files", c.file_count},
-                      {"bytes", c.total_bytes}});
+                      {"bytes", c.total_bytes},
+                      {"expires_at", optional_time(c.expires_at)},
+                      {"retired_at", optional_time(c.retired_at)}});
     out << list.dump(2) << '\n';
     return ok();
   }
   std::vector<std::vector<std::string>> rows;
   for (const CourseSummary& c : courses)
     rows.push_back({c.id, c.title, std::to_string(c.latest_version), format_time(c.published_at),
-                    std::to_string(c.file_count), format_size(c.total_bytes)});
-  print_table(out, {"ID", "TITLE", "VERSION", "PUBLISHED", "FILES", "SIZE"}, rows);
+                    std::to_string(c.file_count), format_size(c.total_bytes), status(c)});
+  print_table(out, {"ID", "TITLE", "VERSION", "PUBLISHED", "FILES", "SIZE", "STATUS"}, rows);
   return ok();
 }
 

@@ -23,6 +23,7 @@
 #include "kaban/result.hpp"
 #include "kaban/server/admin.hpp"
 #include "kaban/server/audit_log.hpp"
+#include "kaban/server/catalog.hpp"
 #include "kaban/server/database.hpp"
 
 namespace kaban::server::detail {
@@ -139,6 +140,16 @@ inline void print_csv(std::ostream& out, const std::vector<std::string>& header,
 inline Result<void> record_admin_action(SQLite::Database& db, std::string_view event,
                                         std::string_view subject, const nlohmann::json& details) {
   return AuditLog(db).record(admin_actor(), event, subject, details.dump(), now());
+}
+
+/// The line a publish prints: "published ID version N (F files, SIZE, X new chunks, Y already
+/// held)", and a second line if it brought a retired course back.
+inline void print_published(std::ostream& out, const PublishedVersion& p) {
+  out << "published " << p.course_id << " version " << p.version << " ("
+      << count_of(p.files, "file", "files") << ", " << format_size(p.total_bytes) << ", "
+      << p.new_chunks << " new chunks, " << p.reused_chunks << " already held)\n";
+  if (p.unretired)
+    out << "the course was retired; this publish brought it back\n";
 }
 
 /// Hex digits of a device id a table shows (admin commands take 8 or more); JSON and CSV show

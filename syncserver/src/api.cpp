@@ -424,7 +424,7 @@ HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
   out.commands = std::move(commands).value();
   out.unlock_code_hash = protocol::unlock_code_hash(code.value());
   if (in_good_standing) {
-    auto courses = Catalog(db, data_dir).visible_courses(device.login);
+    auto courses = Catalog(db, data_dir).visible_courses(device.login, now());
     if (!courses)
       return storage_error();
     out.courses = std::move(courses).value();
@@ -496,7 +496,7 @@ HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
   }
   Catalog catalog(db, data_dir);
   // One more than the page tells whether another page follows.
-  auto found = catalog.changes_since(device.login, cursor.seq, limit + 1);
+  auto found = catalog.changes_since(device.login, cursor.seq, limit + 1, now());
   if (!found)
     return storage_error();
   protocol::ChangesResponse out;
@@ -636,7 +636,7 @@ HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLit
   if (!protocol::is_sha256_hex(hash))
     return error(400, "bad_request", "a chunk is named by 64 lower-case hex digits");
   Catalog catalog(db, data_dir);
-  auto visible = catalog.chunk_visible(device.login, hash);
+  auto visible = catalog.chunk_visible(device.login, hash, now());
   if (visible && !visible.value())
     visible = Messaging(db).attachment_chunk_visible(device.login, device.id, hash);
   if (!visible)

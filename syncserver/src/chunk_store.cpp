@@ -53,8 +53,12 @@ fs::path chunk_path(const fs::path& data_dir, std::string_view hash) {
 
 Result<void> store_chunk(const fs::path& path, crypto::ByteView data) {
   std::error_code ec;
-  if (fs::file_size(path, ec) == data.size() && !ec)
+  // A chunk already held is kept; its time is renewed so `admin gc`, which spares recently
+  // touched files, cannot delete it under a publish that is about to name it.
+  if (fs::file_size(path, ec) == data.size() && !ec) {
+    ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
     return ok();
+  }
   if (::mkdir(path.parent_path().c_str(), kChunkDirMode) != 0 && errno != EEXIST)
     return os_error();
   const fs::path temp =

@@ -20,7 +20,8 @@ std::filesystem::path chunk_path(const std::filesystem::path& data_dir, std::str
 /// a chunk file is either complete or not there, so its name always matches its content, and
 /// one already there of the right size is kept as it is. Makes the fan-out directory if needed.
 /// The rename is durable only once the caller has synced the directory (sync_directory). Fails
-/// with the OS error; nothing is left behind then.
+/// with the OS error; nothing is left behind then. Reusing a file renews its modification time
+/// (see kGcGraceSeconds in admin_content.cpp).
 Result<void> store_chunk(const std::filesystem::path& path, crypto::ByteView data);
 
 /// fsync()s a directory, making the renames in it durable.

@@ -316,6 +316,18 @@ constexpr schema::Migration kServerMigrations[] = {
       CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     )sql"},
+    {5, R"sql(
+      -- Course lifecycle (docs/content.md). A retired course is seen by nobody: devices remove it
+      -- at their next check-in, and `admin gc` may collect its chunks. Its latest manifest stays
+      -- for completion reports.
+      ALTER TABLE courses ADD COLUMN retired_at INTEGER;  -- NULL while in use
+      -- The signed manifest's expires_at, as Unix seconds; NULL when the version does not expire.
+      -- The course's latest version decides.
+      ALTER TABLE course_versions ADD COLUMN expires_at INTEGER;
+      -- Whether a version's chunks are still held: 0 once `admin gc` collected them (the manifest
+      -- row stays for reports when it is the course's latest).
+      ALTER TABLE course_versions ADD COLUMN chunks_held INTEGER NOT NULL DEFAULT 1;
+    )sql"},
 };
 
 Result<std::unique_ptr<SQLite::Database>> open_connection(const fs::path& dir, bool create) {

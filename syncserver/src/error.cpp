@@ -71,6 +71,14 @@ const char* describe(errc e) noexcept {
       return "more than one device id starts so; give more of the id";
     case errc::device_revoked:
       return "the device is revoked; it can no longer connect";
+    case errc::package_invalid:
+      return "the SCORM package is unsafe or unusable; nothing was imported";
+    case errc::course_retired:
+      return "the course is retired; publish it again to bring it back";
+    case errc::course_expired:
+      return "the course has expired; give it a new date with `admin course expire`";
+    case errc::no_such_version:
+      return "no such version of the course is held; `admin course list` shows the latest";
   }
   return "unknown kaban.server error";
 }

@@ -203,6 +203,18 @@ class Skeleton : public ::testing::Test {
   std::vector<std::string> log_;
 };
 
+// The hashes of the chunks a publish cuts `bytes` into.
+std::vector<std::string> chunk_hashes(std::string_view bytes) {
+  const server::Chunker chunker;
+  std::vector<std::string> hashes;
+  for (crypto::ByteView rest = crypto::as_bytes(bytes); !rest.empty();) {
+    const crypto::ByteView chunk = rest.first(chunker.cut(rest));
+    hashes.push_back(crypto::to_hex(crypto::sha256(chunk)));
+    rest = rest.subspan(chunk.size());
+  }
+  return hashes;
+}
+
 std::string read_lesson(agent::Library& library, std::string_view course, std::string_view lesson) {
   std::string out;
   auto r = library.open_file(course, lesson, "", [&](crypto::ByteView b) -> Result<void> {
@@ -221,7 +233,8 @@ TEST_F(Skeleton, EnrollSyncAndReadOfflineByteIdentical) {
     ASSERT_TRUE(report) << why << " " << report.error().message();
     EXPECT_EQ(report.value().new_versions, 1u);
     EXPECT_EQ(report.value().made_ready, std::vector<std::string>{"shelter-opening@1"});
-    EXPECT_EQ(report.value().chunks_downloaded, 4u);  // 1 + 3 chunks of 1 MiB at most
+    // The page's one chunk and the video's.
+    EXPECT_EQ(report.value().chunks_downloaded, 1 + chunk_hashes(big_).size());
   }
   server_->stop();  // offline from here on
 
@@ -351,12 +364,12 @@ TEST_F(Skeleton, ChunkOfACourseTheUserMayNotSeeIsRefused) {
   auto identity = agent::load_identity(store).value();
   auto me = client(crypto::TlsClientIdentity{
       identity.certificate_pem, crypto::SecretKey::from_bytes(identity.private_key_pem.bytes())});
-  const std::string hash = crypto::to_hex(crypto::sha256(
-      crypto::ByteView(reinterpret_cast<const std::uint8_t*>(big_.data()), 1024 * 1024)));
+  const std::string hash = chunk_hashes(big_).front();
   auto visible = me.request("GET", "/v1/chunks/" + hash);
   ASSERT_TRUE(visible);
   ASSERT_EQ(visible.value().status, 200);
-  EXPECT_EQ(visible.value().body, big_.substr(0, 1024 * 1024));
+  EXPECT_EQ(visible.value().body, big_.substr(0, visible.value().body.size()));
+  EXPECT_EQ(crypto::to_hex(crypto::sha256(crypto::as_bytes(visible.value().body))), hash);
 
   db_->exec("UPDATE course_assignments SET audience = 'none' WHERE course_id = 'shelter-opening'");
   auto hidden = me.request("GET", "/v1/chunks/" + hash);
@@ -443,7 +456,7 @@ TEST_F(Skeleton, StoppedSyncResumesWithoutFetchingStoredChunksAgain) {
   agent::Library library(store);
   auto missing = library.missing_chunks();
   ASSERT_TRUE(missing);
-  EXPECT_LT(missing.value().size(), 21u);
+  EXPECT_LT(missing.value().size(), chunk_hashes(big2).size() + 1) << "nothing was committed";
 
   stop = false;
   options.on_bytes = nullptr;
@@ -456,6 +469,74 @@ TEST_F(Skeleton, StoppedSyncResumesWithoutFetchingStoredChunksAgain) {
   EXPECT_EQ(std::set<std::string>(served.begin(), served.end()), expected);
   EXPECT_EQ(served.size(), expected.size()) << "a chunk was fetched twice";
   EXPECT_EQ(read_lesson(library, "shelter-opening", "drill"), big2);
+}
+
+TEST_F(Skeleton, ARevisedCourseUpdatesByFetchingOnlyTheChunksAroundTheEdit) {
+  agent::Store store = enroll();
+  std::string why;
+  ASSERT_TRUE(agent::sync(store, {}, why)) << why;
+  const std::vector<std::string> before = chunk_hashes(big_);
+  router_->take_served();
+
+  // Bytes inserted in the middle of the video, as an editor splicing in a clip would.
+  std::string revised = big_;
+  revised.insert(revised.size() / 2, random_bytes(5000, 9));
+  write_text(course_dir_ / "media/drill.mp4", revised);
+  publish(course_dir_);
+  auto report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  EXPECT_EQ(report.value().made_ready, std::vector<std::string>{"shelter-opening@2"});
+
+  std::set<std::string> expected;
+  for (const std::string& h : chunk_hashes(revised))
+    if (std::find(before.begin(), before.end(), h) == before.end())
+      expected.insert(h);
+  const std::vector<std::string> served = router_->take_served();
+  EXPECT_EQ(std::set<std::string>(served.begin(), served.end()), expected);
+  EXPECT_EQ(served.size(), expected.size());
+  EXPECT_LE(served.size(), 3u) << "an insertion costs the chunks around it only";
+  agent::Library library(store);
+  EXPECT_EQ(read_lesson(library, "shelter-opening", "drill"), revised);
+  // The old version's chunks the new one does not use are gone from the device.
+  EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM course_versions").getInt(), 1);
+}
+
+TEST_F(Skeleton, ARetiredCourseLeavesTheDeviceAtItsNextSync) {
+  agent::Store store = enroll();
+  std::string why;
+  ASSERT_TRUE(agent::sync(store, {}, why)) << why;
+  server::Catalog catalog(*db_, server_dir_);
+  ASSERT_TRUE(catalog.retire("shelter-opening", server_now()));
+  auto report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  EXPECT_EQ(report.value().courses_removed, std::vector<std::string>{"shelter-opening"});
+  EXPECT_TRUE(agent::Library(store).courses().value().empty());
+  EXPECT_EQ(store.db().execAndGet("SELECT count(*) FROM chunks").getInt(), 0);
+}
+
+TEST_F(Skeleton, ACourseWhoseManifestDoesNotVerifyIsSkippedAndTheOthersSync) {
+  // Another course, published after the first, whose signature the device will refuse.
+  const fs::path other = tmp_.path() / "other";
+  write_text(other / "index.html", "<p>Radio check</p>");
+  write_text(other / "course.json", R"({"id": "radio", "title": "Radio",
+      "lessons": [{"id": "check", "title": "Check", "kind": "html", "files": ["index.html"]}]})");
+  publish(other);
+  db_->exec("UPDATE course_versions SET signature = '" + std::string(128, '0') +
+            "' WHERE course_id = 'shelter-opening'");
+  agent::Store store = enroll();
+  std::string why;
+  auto report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  ASSERT_EQ(report.value().courses_refused.size(), 1u);
+  EXPECT_EQ(report.value().courses_refused[0].course_id, "shelter-opening");
+  EXPECT_NE(report.value().courses_refused[0].reason.find("signature"), std::string::npos)
+      << report.value().courses_refused[0].reason;
+  EXPECT_EQ(report.value().made_ready, std::vector<std::string>{"radio@1"});
+  // The course's next version, signed properly, is taken as usual.
+  publish(course_dir_);
+  report = agent::sync(store, {}, why);
+  ASSERT_TRUE(report) << why;
+  EXPECT_EQ(report.value().made_ready, std::vector<std::string>{"shelter-opening@2"});
 }
 
 #ifdef KABAN_AGENT_BIN
@@ -474,13 +555,15 @@ TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
   write_text(course_dir_ / "media/drill.mp4", big2);
   publish(course_dir_);
   { agent::Store store = enroll(); }
-  router_->set_chunk_delay(40ms);
+  router_->set_chunk_delay(10ms);
   const fs::path out = tmp_.path() / "agent.out";
   const pid_t pid = spawn_agent(device_dir_, {"sync", "--parallel", "2"}, out);
   ASSERT_GT(pid, 0);
-  // The CLI commits every 8 MiB: after 20 chunks at least one batch is on disk.
+  // The CLI commits every 8 MiB: after 12 MiB of chunks at least one batch is on disk.
+  const std::size_t total_chunks = chunk_hashes(big2).size() + 1;  // and the page's
+  const std::size_t enough = total_chunks * 12 / 30;
   const auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (router_->served_count() < 20 && std::chrono::steady_clock::now() < deadline)
+  while (router_->served_count() < enough && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(5ms);
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
@@ -501,8 +584,7 @@ TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
     std::set<std::string> still_missing;
     for (const auto& c : missing)
       still_missing.insert(c.sha256);
-    auto manifest_chunks = 31u + 1u;  // 30 MiB + 1 html chunk
-    EXPECT_LT(still_missing.size(), manifest_chunks) << "nothing was committed before the kill";
+    EXPECT_LT(still_missing.size(), total_chunks) << "nothing was committed before the kill";
     missing_after_kill = std::move(still_missing);
   }
   router_->set_chunk_delay(0ms);
@@ -519,6 +601,29 @@ TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
             0);
   const auto bytes = testing::read_file(copy);
   EXPECT_TRUE(std::string(bytes.begin(), bytes.end()) == big2) << agent_output();
+}
+
+TEST_F(Skeleton, AnExpiredCourseLeavesTheDeviceOfflineToo) {
+  { agent::Store store = enroll(); }
+  const fs::path out = tmp_.path() / "agent.out";
+  const auto agent_output = [&] { return testing::text_of(out); };
+  // Expires in two seconds: the device learns the date at this sync, then is offline.
+  server::Catalog catalog(*db_, server_dir_);
+  std::string why;
+  ASSERT_TRUE(catalog.set_expiry("shelter-opening", server_now() + 2s, identity_->signing_key,
+                                 server_now(), why))
+      << why;
+  ASSERT_EQ(wait_exit(spawn_agent(device_dir_, {"sync"}, out)), 0) << agent_output();
+  server_->stop();
+  ASSERT_EQ(wait_exit(spawn_agent(device_dir_, {"courses"}, out)), 0) << agent_output();
+  EXPECT_NE(agent_output().find("shelter-opening"), std::string::npos) << agent_output();
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_EQ(wait_exit(spawn_agent(device_dir_, {"courses"}, out)), 0) << agent_output();
+  EXPECT_NE(agent_output().find("course shelter-opening has expired"), std::string::npos)
+      << agent_output();
+  auto store = agent::Store::open(device_dir_, kPin);
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(agent::Library(store.value()).courses().value().empty());
 }
 #endif
 

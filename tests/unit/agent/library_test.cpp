@@ -532,5 +532,42 @@ TEST_F(LibraryTest, RemovingACourseNotHeldChangesNothing) {
   EXPECT_EQ(read("fire", "l1").value(), "Rule one: evacuate calmly.");
 }
 
+TEST_F(LibraryTest, AnExpiredCourseIsRemovedByTheNewestVersionsDate) {
+  // 2027-01-01T00:00:00Z
+  constexpr std::int64_t kExpiry = 1'798'761'600;
+  Published expiring = publish(key_, "safety", 1, kTwoFiles);
+  expiring.manifest.expires_at = "2027-01-01T00:00:00Z";
+  expiring.change = sign(expiring.manifest, key_);
+  install(expiring);
+  install(publish(key_, "fire", 1, {{"drill.txt", {"Fire drill."}}}));
+
+  auto early = library().remove_expired(kExpiry - 1);
+  ASSERT_TRUE(early);
+  EXPECT_TRUE(early.value().empty());
+  EXPECT_EQ(library().courses().value().size(), 2u);
+
+  // IT cleared the expiry: a newer version without a date, still downloading, decides.
+  Published cleared = publish(key_, "safety", 2, kTwoFiles);
+  ASSERT_TRUE(library().add_course_version(cleared.change, key_.public_key()));
+  EXPECT_TRUE(library().remove_expired(kExpiry + 10).value().empty());
+  // Set again, in a version that is also the newest.
+  Published again = publish(key_, "safety", 3, kTwoFiles);
+  again.manifest.expires_at = "2027-01-01T00:00:00Z";
+  again.change = sign(again.manifest, key_);
+  ASSERT_TRUE(library().add_course_version(again.change, key_.public_key()));
+
+  auto expired = library().remove_expired(kExpiry);
+  ASSERT_TRUE(expired);
+  EXPECT_EQ(expired.value(), std::vector<std::string>{"safety"});
+  auto courses = library().courses();
+  ASSERT_TRUE(courses);
+  ASSERT_EQ(courses.value().size(), 1u);
+  EXPECT_EQ(courses.value()[0].id, "fire");
+  EXPECT_EQ(count("course_versions WHERE course_id = 'safety'"), 0);
+  EXPECT_EQ(read("fire", "l0").value(), "Fire drill.");
+  // Only fire's chunk is left.
+  EXPECT_EQ(count("chunks"), 1);
+}
+
 }  // namespace
 }  // namespace kaban::agent

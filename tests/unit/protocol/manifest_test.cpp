@@ -45,6 +45,21 @@ TEST(Manifest, RoundTripsThroughJson) {
   EXPECT_EQ(m.find_file("nope"), nullptr);
 }
 
+TEST(Manifest, AnExpiryIsOptionalAndLeftOutWhenUnset) {
+  Manifest m = sample();
+  EXPECT_EQ(manifest_to_json(m).find("expires_at"), std::string::npos);
+  m.expires_at = "2027-03-31T00:00:00Z";
+  auto parsed = parse_manifest(manifest_to_json(m));
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_EQ(parsed.value().expires_at, "2027-03-31T00:00:00Z");
+  std::string why;
+  auto bad = parse_edited([](auto& j) { j["expires_at"] = "next spring"; }, &why);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error(), errc::invalid_value);
+  EXPECT_NE(why.find("expires_at"), std::string::npos) << why;
+  EXPECT_FALSE(parse_edited([](auto& j) { j["expires_at"] = 1; }));
+}
+
 TEST(Manifest, ContentPathsMustStayInside) {
   EXPECT_TRUE(is_valid_content_path("media/a b.mp4"));
   for (const char* bad :

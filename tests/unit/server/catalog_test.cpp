@@ -26,8 +26,8 @@ using kaban::testing::TempDir;
 using kaban::testing::write_file;
 
 const UnixTime kNow{std::chrono::seconds{1'800'000'000}};
-// Two full chunks and a short one.
-const std::size_t kVideoSize = 2 * kChunkSize + 12'345;
+// Several chunks at the default chunk sizes.
+const std::size_t kVideoSize = 2 * 1024 * 1024 + 12'345;
 
 void write_text(const fs::path& p, std::string_view text) {
   fs::create_directories(p.parent_path());
@@ -87,6 +87,15 @@ class CatalogTest : public ::testing::Test {
     return counts;
   }
 
+  // How many chunks the default chunker cuts the video into.
+  std::size_t video_chunks() const {
+    const Chunker chunker;
+    std::size_t count = 0;
+    for (crypto::ByteView rest(video_); !rest.empty(); ++count)
+      rest = rest.subspan(chunker.cut(rest));
+    return count;
+  }
+
   std::size_t chunk_files() {
     std::size_t n = 0;
     for (const auto& e : fs::recursive_directory_iterator(data_ / kChunksDir))
@@ -138,10 +147,11 @@ TEST_F(CatalogTest, PublishSignsTheManifestAndStoresVerifiableChunks) {
   EXPECT_EQ(v1.course_id, "fire-safety");
   EXPECT_EQ(v1.version, 1);
   EXPECT_EQ(v1.files, 3u);
-  EXPECT_EQ(v1.new_chunks, 5u);  // three of the video, one each of the text files
+  // The video's chunks and one each for the two text files.
+  EXPECT_EQ(v1.new_chunks, video_chunks() + 2);
   EXPECT_EQ(v1.reused_chunks, 0u);
 
-  auto changes = catalog_->changes_since("alice", 0, 10);
+  auto changes = catalog_->changes_since("alice", 0, 10, kNow);
   ASSERT_TRUE(changes);
   ASSERT_EQ(changes.value().size(), 1u);
   const CourseVersionRecord& change = changes.value()[0];
@@ -167,16 +177,23 @@ TEST_F(CatalogTest, PublishSignsTheManifestAndStoresVerifiableChunks) {
   ASSERT_NE(video, nullptr);
   EXPECT_EQ(video->media_type, "video/mp4");
   EXPECT_EQ(video->sha256, crypto::to_hex(crypto::sha256(video_)));
-  ASSERT_EQ(video->chunks.size(), 3u);
+  // Random bytes cut where their content says: sizes between the chunker's bounds, about its
+  // average.
+  const ChunkerParams params;
+  ASSERT_GE(video->chunks.size(), kVideoSize / params.max_size);
+  ASSERT_LE(video->chunks.size(), kVideoSize / params.min_size + 1);
 
   crypto::Bytes joined;
   for (const auto& chunk : video->chunks) {
     const auto bytes = read_file(catalog_->chunk_path(chunk.sha256));
     EXPECT_EQ(crypto::to_hex(crypto::sha256(bytes)), chunk.sha256);
     EXPECT_EQ(bytes.size(), chunk.size);
-    EXPECT_LE(bytes.size(), kChunkSize);
+    EXPECT_LE(bytes.size(), params.max_size);
+    if (&chunk != &video->chunks.back()) {
+      EXPECT_GE(bytes.size(), params.min_size);
+    }
     joined.insert(joined.end(), bytes.begin(), bytes.end());
-    auto visible = catalog_->chunk_visible("alice", chunk.sha256);
+    auto visible = catalog_->chunk_visible("alice", chunk.sha256, kNow);
     ASSERT_TRUE(visible);
     EXPECT_TRUE(visible.value());
   }
@@ -199,12 +216,12 @@ TEST_F(CatalogTest, PublishSignsTheManifestAndStoresVerifiableChunks) {
 }
 
 TEST_F(CatalogTest, RepublishReusesChunksAndAChangeAddsOnlyItsOwn) {
-  publish_ok();
+  const std::size_t held = publish_ok().new_chunks;
   const PublishedVersion v2 = publish_ok();
   EXPECT_EQ(v2.version, 2);
   EXPECT_EQ(v2.new_chunks, 0u);
-  EXPECT_EQ(v2.reused_chunks, 5u);
-  EXPECT_EQ(chunk_files(), 5u);
+  EXPECT_EQ(v2.reused_chunks, held);
+  EXPECT_EQ(chunk_files(), held);
 
   // Change a byte in the video's last chunk only.
   video_.back() ^= 0xff;
@@ -212,18 +229,29 @@ TEST_F(CatalogTest, RepublishReusesChunksAndAChangeAddsOnlyItsOwn) {
   const PublishedVersion v3 = publish_ok();
   EXPECT_EQ(v3.version, 3);
   EXPECT_EQ(v3.new_chunks, 1u);
-  EXPECT_EQ(v3.reused_chunks, 4u);
-  EXPECT_EQ(chunk_files(), 6u);
+  EXPECT_EQ(v3.reused_chunks, held - 1);
+  EXPECT_EQ(chunk_files(), held + 1);
+
+  // Bytes inserted in the middle move the cuts near them only: the chunks after the insertion
+  // are the ones held already.
+  const crypto::Bytes inserted = crypto::random_bytes(1000);
+  video_.insert(video_.begin() + static_cast<std::ptrdiff_t>(video_.size() / 2), inserted.begin(),
+                inserted.end());
+  write_file(folder() / "media/intro.mp4", video_);
+  const PublishedVersion v4 = publish_ok();
+  EXPECT_GE(v4.new_chunks, 1u);
+  EXPECT_LE(v4.new_chunks, 2u);
+  EXPECT_EQ(v4.new_chunks + v4.reused_chunks, video_chunks() + 2);
 
   auto seq = catalog_->latest_seq();
   ASSERT_TRUE(seq);
-  EXPECT_EQ(seq.value(), 3);
-  auto after_first = catalog_->changes_since("alice", 1, 10);
+  EXPECT_EQ(seq.value(), 4);
+  auto after_first = catalog_->changes_since("alice", 1, 10, kNow);
   ASSERT_TRUE(after_first);
-  ASSERT_EQ(after_first.value().size(), 2u);
+  ASSERT_EQ(after_first.value().size(), 3u);
   EXPECT_EQ(after_first.value()[0].version, 2);
-  EXPECT_EQ(after_first.value()[1].version, 3);
-  auto page = catalog_->changes_since("alice", 0, 1);
+  EXPECT_EQ(after_first.value()[2].version, 4);
+  auto page = catalog_->changes_since("alice", 0, 1, kNow);
   ASSERT_TRUE(page);
   ASSERT_EQ(page.value().size(), 1u);
   EXPECT_EQ(page.value()[0].seq, 1);
@@ -317,19 +345,19 @@ TEST_F(CatalogTest, ChunkVisibilityFollowsTheCourseAudience) {
   publish_ok();
   const std::string hash =
       crypto::to_hex(crypto::sha256(crypto::as_bytes("Welcome to fire safety.")));
-  auto visible = catalog_->chunk_visible("alice", hash);
+  auto visible = catalog_->chunk_visible("alice", hash, kNow);
   ASSERT_TRUE(visible);
   EXPECT_TRUE(visible.value());
 
   const std::string unknown = crypto::to_hex(crypto::random_bytes(crypto::kSha256Size));
-  EXPECT_FALSE(catalog_->chunk_visible("alice", unknown).value());
-  EXPECT_FALSE(catalog_->chunk_visible("alice", "../../server.db").value());
-  EXPECT_FALSE(catalog_->chunk_visible("nobody", hash).value());
-  EXPECT_TRUE(catalog_->changes_since("nobody", 0, 10).value().empty());
+  EXPECT_FALSE(catalog_->chunk_visible("alice", unknown, kNow).value());
+  EXPECT_FALSE(catalog_->chunk_visible("alice", "../../server.db", kNow).value());
+  EXPECT_FALSE(catalog_->chunk_visible("nobody", hash, kNow).value());
+  EXPECT_TRUE(catalog_->changes_since("nobody", 0, 10, kNow).value().empty());
 
   db_->exec("UPDATE course_assignments SET audience = 'none' WHERE course_id = 'fire-safety'");
-  EXPECT_FALSE(catalog_->chunk_visible("alice", hash).value());
-  EXPECT_TRUE(catalog_->changes_since("alice", 0, 10).value().empty());
+  EXPECT_FALSE(catalog_->chunk_visible("alice", hash, kNow).value());
+  EXPECT_TRUE(catalog_->changes_since("alice", 0, 10, kNow).value().empty());
 }
 
 }  // namespace

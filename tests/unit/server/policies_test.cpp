@@ -312,12 +312,12 @@ class CatalogAssignmentTest : public ServerData {
   };
   Sight sight(const char* login) {
     Sight s;
-    const auto listed = catalog().visible_courses(login).value();
+    const auto listed = catalog().visible_courses(login, kNow).value();
     s.listed = std::find(listed.begin(), listed.end(), "ward-hygiene") != listed.end();
-    const auto feed = catalog().changes_since(login, 0, 100);
+    const auto feed = catalog().changes_since(login, 0, 100, kNow);
     for (const auto& change : feed.value())
       s.in_feed = s.in_feed || change.course_id == "ward-hygiene";
-    s.chunk = catalog().chunk_visible(login, hash_).value();
+    s.chunk = catalog().chunk_visible(login, hash_, kNow).value();
     return s;
   }
   void expect_sees(const char* login, bool sees) {
@@ -354,7 +354,7 @@ TEST_F(CatalogAssignmentTest, AGroupsCourseIsSeenByItsMembersOnlyAndNoLongerAfte
   // bob's device has synced before: its cursor is past the course. Once he joins, the check-in
   // lists the course and his agent reads the feed from the start again, where it is.
   const std::int64_t cursor = catalog().latest_seq().value();
-  EXPECT_TRUE(catalog().changes_since("bob", cursor, 100).value().empty());
+  EXPECT_TRUE(catalog().changes_since("bob", cursor, 100, kNow).value().empty());
   add_members("nurses", {"bob"});
   expect_sees("bob", true);
 

@@ -33,6 +33,8 @@ enum class errc {
   access_blocked,       ///< the policy blocks this now (offline too long, or not compliant)
   policy_refused,       ///< a policy or lease from the server did not verify or is older
   certificate_expired,  ///< the device certificate expired: the device must enroll again
+  bundle_invalid,       ///< an offline bundle that is truncated, altered, or from another server
+  disk_full,            ///< too little free space left on the device to download or import
 };
 
 const std::error_category& error_category() noexcept;

@@ -122,6 +122,12 @@ class Library {
   /// the person's own, and the server holds them.
   Result<bool> remove_course(std::string_view course_id);
 
+  /// Removes every course whose newest version held expired at or before `now` (Unix seconds,
+  /// the guard's trusted time), as remove_course does, in one transaction. Returns their ids,
+  /// sorted. Sync calls it, and so does every command that reads content, so an expired course
+  /// goes offline too.
+  Result<std::vector<std::string>> remove_expired(std::int64_t now);
+
   /// Bytes of chunk content held (complete and in-progress versions alike).
   Result<std::uint64_t> stored_bytes();
 

@@ -54,6 +54,10 @@ class TransferProgress {
   /// bar on a terminal, lines otherwise.
   static Style style_for(std::FILE* out);
 
+  /// The word that starts each line in lines style: "downloaded" unless set ("imported").
+  /// Call before the first add().
+  void set_verb(std::string verb) { verb_ = std::move(verb); }
+
   /// Counts `bytes` more as transferred and redraws if it is time. Thread-safe. Ignored after
   /// finish().
   void add(std::uint64_t bytes);
@@ -91,6 +95,7 @@ class TransferProgress {
   std::optional<TimePoint> last_draw_;
   std::size_t last_drawn_length_ = 0;
   int last_line_step_ = 0;
+  std::string verb_ = "downloaded";
   std::deque<Sample> samples_;  ///< (time, bytes done) at most every kRedrawInterval
 };
 

@@ -59,6 +59,15 @@ struct SyncReport {
   std::vector<protocol::ComplianceReason> reasons;
   bool certificate_renewed = false;          ///< the check-in brought a new device certificate
   std::vector<std::string> courses_removed;  ///< ids of courses the device may no longer hold
+  std::vector<std::string> courses_expired;  ///< ids of courses removed because they expired
+  /// A course version from the feed whose manifest did not verify (signature or format): it was
+  /// skipped, the other courses synced, and the course's next version is taken as usual.
+  struct RefusedVersion {
+    std::string course_id;
+    std::int64_t version = 0;
+    std::string reason;
+  };
+  std::vector<RefusedVersion> courses_refused;
   DownloadDeferral downloads_deferred = DownloadDeferral::none;
   std::uint64_t deferred_bytes = 0;      ///< course bytes not downloaded because of it
   std::uint64_t cache_limit_bytes = 0;   ///< cache_limit: the policy's limit, in bytes

@@ -14,6 +14,8 @@ inline constexpr std::size_t kMaxChunkSize = 4 * 1024 * 1024;
 inline constexpr std::size_t kMaxManifestSize = 16 * 1024 * 1024;
 inline constexpr std::size_t kMaxLessons = 10'000;
 inline constexpr std::size_t kMaxFiles = 100'000;
+/// The most files one lesson may use.
+inline constexpr std::size_t kMaxLessonFiles = 1000;
 
 /// A content chunk, addressed by the SHA-256 of its bytes (64 lower-case hex digits).
 struct ChunkRef {
@@ -56,6 +58,10 @@ struct Manifest {
   std::string title;
   std::string description;
   std::string published_at;  ///< RFC 3339 UTC, e.g. "2026-11-23T10:00:00Z"
+  /// RFC 3339 UTC: devices drop the course from this moment on (by their trusted clock, offline
+  /// too). "" for a course that does not expire; then the field is left out of the JSON, so
+  /// agents older than the field still read the manifest.
+  std::string expires_at;
   std::vector<Lesson> lessons;
   std::vector<ManifestFile> files;
   friend bool operator==(const Manifest&, const Manifest&) = default;

@@ -165,6 +165,46 @@ Result<void> admin_device_unlock(const std::filesystem::path& dir, std::string_v
 Result<void> admin_report_compliance(const std::filesystem::path& dir, Listing how,
                                      std::ostream& out, std::string& why);
 
+// Content at scale (docs/content.md).
+
+/// Imports a SCORM 1.2 package (a zip with imsmanifest.xml at its root) and publishes it as the
+/// course's next version: each item of the default organization that launches a resource becomes
+/// a lesson. `course_id` "" means the id derived from the manifest's identifier. The package is
+/// unpacked into a staging folder of the data directory, checked (no path escapes, bounded size
+/// and file count), published, and the staging folder removed whatever happens. Prints the
+/// version, like `course publish`. errc::package_invalid with `why` naming the entry or element.
+/// (syncserver/src/admin_scorm.cpp)
+Result<void> admin_course_import_scorm(const std::filesystem::path& dir,
+                                       const std::filesystem::path& package,
+                                       std::string_view course_id, std::ostream& out,
+                                       std::string& why);
+
+/// Writes an offline bundle of the course's latest version (or of `version`, when not 0) to
+/// `file`: the signed manifest and every chunk, in the format of kaban/protocol/bundle.hpp. The
+/// file is written under a temporary name and renamed, so it is whole or absent; a progress line
+/// goes to `progress` when it is not null. Prints what it wrote (course, version, bytes).
+/// (syncserver/src/course_bundle.cpp)
+Result<void> admin_course_bundle(const std::filesystem::path& dir, std::string_view course_id,
+                                 std::int64_t version, const std::filesystem::path& file,
+                                 std::ostream& out, std::ostream* progress, std::string& why);
+
+/// Retires a course: devices remove it at their next check-in, it leaves the change feed and its
+/// chunks are no longer served; publishing it again brings it back. Audited.
+/// (syncserver/src/admin_content.cpp)
+Result<void> admin_course_retire(const std::filesystem::path& dir, std::string_view course_id,
+                                 std::ostream& out, std::string& why);
+/// Sets (or, with `expires_at` empty, clears) the date after which devices drop the course, even
+/// offline: publishes a new version with the same files whose signed manifest carries the date
+/// (devices fetch only the manifest). Audited.
+Result<void> admin_course_expire(const std::filesystem::path& dir, std::string_view course_id,
+                                 std::optional<UnixTime> expires_at, std::ostream& out,
+                                 std::string& why);
+/// Garbage collection: deletes course versions superseded for longer than `keep` (the latest
+/// version of a course that is not retired is always kept), then every chunk no remaining
+/// version or message uses, rows and files. With `dry_run`, only says what it would delete.
+Result<void> admin_gc(const std::filesystem::path& dir, std::chrono::seconds keep, bool dry_run,
+                      std::ostream& out, std::string& why);
+
 /// Records where `serve` listens (see kListenAddressKey).
 Result<void> record_listen_address(const std::filesystem::path& dir, std::string_view address);
 

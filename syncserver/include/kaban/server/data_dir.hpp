@@ -8,6 +8,9 @@
 //     tls.key       0600, the server certificate's key
 //     signing.key   0600, the Ed25519 key that signs course manifests (PKCS#8 PEM)
 //     chunks/ab/<64 hex>  content chunks by SHA-256
+//     tmp/          0700, made on first use: one scorm-<16 hex> folder per running
+//                   `course import-scorm`, removed when it ends (one left by a killed import
+//                   can be deleted when no import runs)
 #pragma once
 
 #include <chrono>

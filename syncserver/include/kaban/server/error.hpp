@@ -38,6 +38,10 @@ enum class errc {
   no_such_device,    ///< a device id (or prefix) that matches no device
   ambiguous_device,  ///< a device id prefix that matches more than one device
   device_revoked,    ///< the device is revoked; nothing more can be queued for it
+  package_invalid,   ///< a SCORM package that is not a safe zip or has no usable imsmanifest.xml
+  course_retired,    ///< the course is retired: it can no longer be bundled or assigned
+  no_such_version,   ///< a course version that was never published or was collected
+  course_expired,    ///< the course's expiry date has passed: devices drop it
 };
 
 const std::error_category& error_category() noexcept;
