@@ -29,9 +29,8 @@ namespace kaban::server {
 namespace fs = std::filesystem;
 namespace {
 
+using detail::ChunkBatch;
 using detail::FileDescriptor;
-using detail::store_chunk;
-using detail::sync_directory;
 
 // Which courses a login may see: those not retired and not expired (by the latest version's
 // expiry) at :now, assigned to "all" while the login exists or to a group it is a current member
@@ -114,9 +113,9 @@ Result<std::size_t> read_up_to(int fd, crypto::MutableByteView buffer) {
 
 // Cuts one file into chunks where its content says, storing each chunk the server lacks. The
 // buffer holds at most a few chunks' worth at once, never the whole file.
-Result<protocol::ManifestFile> chunk_file(const SourceFile& source, const Catalog& catalog,
-                                          const Chunker& chunker, std::vector<std::uint8_t>& buffer,
-                                          std::set<fs::path>& touched_dirs, std::string& why) {
+Result<protocol::ManifestFile> chunk_file(const SourceFile& source, const Chunker& chunker,
+                                          std::vector<std::uint8_t>& buffer, ChunkBatch& batch,
+                                          std::string& why) {
   // O_NOFOLLOW: read_course_folder refused symbolic links; do not follow one made since.
   FileDescriptor fd(::open(source.absolute_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   struct stat st {};
@@ -154,13 +153,10 @@ Result<protocol::ManifestFile> chunk_file(const SourceFile& source, const Catalo
     begin += chunk.size();
     whole.update(chunk);
     const std::string hash = crypto::to_hex(crypto::sha256(chunk));
-    const fs::path path = catalog.chunk_path(hash);
-    if (auto stored = store_chunk(path, chunk); !stored) {
-      why = "storing a chunk of \"" + source.path + "\" in " + path.parent_path().string() +
-            " failed: " + stored.error().message();
+    if (auto stored = batch.add(hash, chunk); !stored) {
+      why = "storing a chunk of \"" + source.path + "\" failed: " + stored.error().message();
       return errc::storage_failed;
     }
-    touched_dirs.insert(path.parent_path());
     file.chunks.push_back({hash, chunk.size()});
     file.size += chunk.size();
   }
@@ -188,8 +184,9 @@ fs::path Catalog::chunk_path(std::string_view hash) const {
 Result<PublishedVersion> Catalog::publish(const CourseSource& course,
                                           const crypto::Ed25519PrivateKey& signing_key,
                                           UnixTime now, std::string& why) {
-  // Chunks are written before the transaction. If it then fails, the chunk files stay but no
-  // row names them: they are harmless (a later publish of the same bytes reuses them).
+  // Chunks are written (one sync for all of them: ChunkBatch) before the transaction. If it
+  // then fails, the chunk files stay but no row names them: they are harmless (a later publish
+  // of the same bytes reuses them, and `admin gc` deletes them after an hour).
   protocol::Manifest manifest;
   manifest.course_id = course.id;
   manifest.title = course.title;
@@ -209,19 +206,18 @@ Result<PublishedVersion> Catalog::publish(const CourseSource& course,
   }
   // Room for several chunks, so the file is read in large pieces and moved down rarely.
   std::vector<std::uint8_t> buffer(4 * chunker_.params().max_size);
-  std::set<fs::path> touched_dirs;
+  ChunkBatch batch(data_dir_);
   std::map<std::string, std::uint64_t> chunk_sizes;
   for (const auto& source : course.files) {
-    KABAN_TRY(file, chunk_file(source, *this, chunker_, buffer, touched_dirs, why));
+    KABAN_TRY(file, chunk_file(source, chunker_, buffer, batch, why));
     for (const auto& chunk : file.chunks)
       chunk_sizes.emplace(chunk.sha256, chunk.size);
     manifest.files.push_back(std::move(file));
   }
-  for (const auto& dir : touched_dirs) {
-    if (auto synced = sync_directory(dir); !synced) {
-      why = "syncing " + dir.string() + " failed: " + synced.error().message();
-      return errc::storage_failed;
-    }
+  if (auto committed = batch.commit(); !committed) {
+    why = "storing the new chunks in " + (data_dir_ / kChunksDir).string() +
+          " failed: " + committed.error().message();
+    return errc::storage_failed;
   }
 
   PublishedVersion result;

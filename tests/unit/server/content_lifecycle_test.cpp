@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "kaban/crypto/random.hpp"
+#include "kaban/crypto/sha256.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/timestamp.hpp"
 #include "kaban/server/admin.hpp"
@@ -295,6 +296,19 @@ TEST_F(ContentLifecycleTest, GcDeletesOldStrayFilesOnlyAndSparesRecentOnes) {
   // The course's own chunks are untouched.
   for (const auto& h : chunks_of(1))
     EXPECT_TRUE(fs::exists(catalog_->chunk_path(h)));
+}
+
+TEST_F(ContentLifecycleTest, APublishLeavesOnlyCompleteChunkFilesNamedByTheirHash) {
+  const PublishedVersion v1 = publish(kNow);
+  std::size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(data_.path() / kChunksDir)) {
+    if (!e.is_regular_file())
+      continue;
+    ++files;
+    const auto bytes = kaban::testing::read_file(e.path());
+    EXPECT_EQ(crypto::to_hex(crypto::sha256(bytes)), e.path().filename().string());
+  }
+  EXPECT_EQ(files, v1.new_chunks);
 }
 
 TEST_F(ContentLifecycleTest, AdminCommandsSayWhatTheyDidAndAuditIt) {
