@@ -49,8 +49,9 @@ struct LessonInfo {
 
 /// The course content held in a Store. A version is added from its signed manifest, fills up
 /// chunk batch by chunk batch (a stored chunk is never asked for again, which makes a download
-/// resumable), and becomes readable only once every chunk is stored and every file's SHA-256
-/// verified; it then replaces the course's older version and chunks no version uses are deleted.
+/// resumable; each is checked against its SHA-256 before it is stored), and becomes readable
+/// only once every chunk is stored; it then replaces the course's older version and chunks no
+/// version uses are deleted. A file's whole SHA-256 is checked each time it is read.
 ///
 /// Like Store, a Library is used from one thread at a time; it keeps a reference to the store,
 /// which must outlive it. Every method returns errc::content_invalid for content that does not
@@ -90,13 +91,10 @@ class Library {
   /// skipped). errc::content_invalid if any chunk fails; nothing of the batch is stored then.
   Result<void> put_chunks(std::span<const ChunkData> chunks);
 
-  /// Completes every incomplete version whose chunks are all stored: checks each file's size and
-  /// SHA-256 over its chunks in order (one chunk in memory at a time), then, in one transaction
-  /// per version, marks it complete, drops the course's older versions and deletes the chunks no
-  /// remaining version uses. Returns "course_id@version" for each version made readable.
-  /// If a file does not verify, its chunks (those no complete version uses) are deleted so they
-  /// are fetched again, its version stays incomplete, and the call fails with
-  /// errc::content_invalid; versions that verified in the same call are still completed.
+  /// Completes every incomplete version whose chunks are all stored: in one transaction per
+  /// version, marks it complete, drops the course's older versions and deletes the chunks no
+  /// remaining version uses. Returns "course_id@version" for each version made readable. Nothing
+  /// is read back: each chunk verified against the signed manifest's hash when it was stored.
   Result<std::vector<std::string>> complete_versions();
 
   /// Every course held, by id, readable or still downloading for the first time.
