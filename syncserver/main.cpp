@@ -229,6 +229,51 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   gc->add_flag("--dry-run", dry_run, "Only say what would be deleted");
 
+  auto* mirror = admin->add_subcommand(
+      "mirror",
+      "Content mirrors: HTTPS caches (nginx) near devices that serve course chunks, so a course "
+      "crosses the city's network once per site (docs/content.md)");
+  mirror->require_subcommand(1);
+  MirrorOptions mirror_options;
+  std::string mirror_out, mirror_cache_dir, mirror_name, crl_file, crl_valid_text = "7d";
+  auto* mirror_add = mirror->add_subcommand(
+      "add",
+      "Register a mirror: issue its certificates and write them, its keys and a ready nginx.conf "
+      "to --out; devices use it from their next sync");
+  mirror_add->add_option("NAME", mirror_options.name, "Mirror name: lower-case letters, digits, -")
+      ->required();
+  mirror_add
+      ->add_option("--host", mirror_options.host,
+                   "HOST[:PORT] devices reach the mirror at (its certificate's name; port 443 "
+                   "by default)")
+      ->required();
+  mirror_add->add_option("--url", mirror_options.url,
+                         "https://HOST:PORT devices are told, when not that of --host");
+  mirror_add->add_option("--origin", mirror_options.origin,
+                         "HOST:PORT the mirror reaches this server at (default: where serve "
+                         "last listened)");
+  mirror_add
+      ->add_option("--out", mirror_out,
+                   "Folder to write the certificates, keys and nginx.conf to (made if missing)")
+      ->required();
+  mirror_add->add_option("--cache-dir", mirror_cache_dir,
+                         "nginx's cache folder on the mirror (default: "
+                         "/var/cache/nginx/kaban-NAME)");
+  auto* mirror_list = mirror->add_subcommand("list", "List mirrors, in use and removed");
+  mirror_list->add_flag("--json", as_json, "Print JSON");
+  auto* mirror_remove = mirror->add_subcommand(
+      "remove",
+      "Remove a mirror: its certificate is refused from now on and devices stop using it");
+  mirror_remove->add_option("NAME", mirror_name, "The mirror")->required();
+  auto* mirror_crl = mirror->add_subcommand(
+      "crl",
+      "Write the list of revoked device certificates for the mirrors' nginx (ssl_crl); write it "
+      "again after each revocation and before it expires");
+  mirror_crl->add_option("--out", crl_file, "The file to write")->required();
+  mirror_crl
+      ->add_option("--valid-for", crl_valid_text, "How long nginx may use the list (1h to 365d)")
+      ->capture_default_str();
+
   auto* device = admin->add_subcommand("device", "Enrolled devices");
   device->require_subcommand(1);
   auto* device_list =
@@ -437,6 +482,23 @@ int main(int argc, char** argv) try {
       return kExitFailed;
     }
     return report(admin_gc(dir, *keep, dry_run, std::cout, why), "gc", why);
+  }
+  if (*mirror_add) {
+    mirror_options.out = mirror_out;
+    mirror_options.cache_dir = mirror_cache_dir;
+    return report(admin_mirror_add(dir, mirror_options, std::cout, why), "mirror add", why);
+  }
+  if (*mirror_list)
+    return report(admin_mirror_list(dir, how, std::cout, why), "mirror list", why);
+  if (*mirror_remove)
+    return report(admin_mirror_remove(dir, mirror_name, std::cout, why), "mirror remove", why);
+  if (*mirror_crl) {
+    const auto valid_for = parse_duration(crl_valid_text);
+    if (!valid_for) {
+      std::cerr << "kaban-server: --valid-for takes a number and a unit: 12h, 7d, 30d\n";
+      return kExitFailed;
+    }
+    return report(admin_mirror_crl(dir, crl_file, *valid_for, std::cout, why), "mirror crl", why);
   }
   if (*device_list)
     return report(admin_device_list(dir, how, std::cout, why), "device list", why);

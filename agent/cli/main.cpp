@@ -682,6 +682,8 @@ int run_sync(const Globals& g, int parallel, bool watch_mode, int interval) {
                 "; what arrived is kept; retrying in " + std::to_string(retry) + " s";
       } else if (full) {
         line += "synced: " + course_summary(round.report) + "; " + message_summary(round.report);
+        if (!round.report.mirror_fallback.empty())
+          line += "; " + round.report.mirror_fallback;
         for (const std::string& ready : round.report.made_ready)
           line += "; ready offline: " + ready;
         for (const std::string& policy : policy_lines(round.report))
@@ -724,6 +726,8 @@ int run_sync(const Globals& g, int parallel, bool watch_mode, int interval) {
     return kExitOk;
   }
   std::cout << "synced: " << course_summary(r) << '\n';
+  if (!r.mirror_fallback.empty())
+    std::cout << r.mirror_fallback << '\n';
   for (const std::string& ready : r.made_ready)
     std::cout << "ready offline: " << ready << '\n';
   std::cout << "messages: " << message_summary(r) << '\n';

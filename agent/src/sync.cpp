@@ -77,10 +77,12 @@ bool matches(const std::string& bytes, const protocol::ChunkRef& chunk) {
          crypto::to_hex(crypto::sha256(crypto::as_bytes(bytes))) == chunk.sha256;
 }
 
-// GET /v1/chunks/<sha256>, verified against the chunk's size and hash; fetched once more if it
-// arrives damaged. `what` names it in the sentence ("chunk", "attachment chunk").
+// GET /v1/chunks/<sha256>, verified against the chunk's size and hash; fetched again if it
+// arrives damaged, `attempts` times in all. `what` names it in the sentence ("chunk",
+// "attachment chunk").
 Result<std::string> fetch_chunk(HttpsClient& client, const protocol::ChunkRef& chunk,
-                                std::string_view what, std::string& why) {
+                                std::string_view what, std::string& why,
+                                int attempts = kChunkAttempts) {
   for (int attempt = 1;; ++attempt) {
     auto response = client.request("GET", "/v1/chunks/" + chunk.sha256);
     if (!response)
@@ -89,13 +91,28 @@ Result<std::string> fetch_chunk(HttpsClient& client, const protocol::ChunkRef& c
       return refused(response.value(), why);
     if (matches(response.value().body, chunk))
       return std::move(response.value().body);
-    if (attempt == kChunkAttempts) {
+    if (attempt >= attempts) {
       why = std::string(what) + " " + chunk.sha256.substr(0, 12) +
             " arrived damaged twice and was discarded; check for a proxy that alters "
             "traffic, then sync again";
       return errc::content_invalid;
     }
   }
+}
+
+// A content mirror named by this sync's check-in (docs/content.md).
+struct ContentMirror {
+  std::string url;
+  protocol::MirrorAddress address;
+};
+
+std::vector<ContentMirror> content_mirrors(const protocol::CheckinResponse& answer) {
+  std::vector<ContentMirror> mirrors;
+  for (const std::string& url : answer.content_mirrors) {
+    if (const auto address = protocol::parse_mirror_url(url))
+      mirrors.push_back({url, *address});
+  }
+  return mirrors;
 }
 
 class ClientFactory {
@@ -116,6 +133,23 @@ class ClientFactory {
         request_timeout.count() > 0 ? request_timeout : options_.request_timeout;
     config.max_response_body = max_body;
     config.cancel = cancel;
+    return build(std::move(config));
+  }
+
+  // A connection to a content mirror: the same device certificate and pinned CA as for the
+  // server (a mirror's certificate is issued by the server's CA), and its own host name checked.
+  HttpsClient make_for_mirror(const protocol::MirrorAddress& mirror, std::size_t max_body) const {
+    HttpsClientConfig config;
+    config.host = mirror.host;
+    config.port = mirror.port;
+    config.connect_timeout = options_.mirror_connect_timeout;
+    config.request_timeout = options_.request_timeout;
+    config.max_response_body = max_body;
+    return build(std::move(config));
+  }
+
+ private:
+  HttpsClient build(HttpsClientConfig config) const {
     config.user_agent = user_agent();
     crypto::TlsClientTrust trust;
     trust.ca_pem = identity_.ca_pem;
@@ -124,18 +158,22 @@ class ClientFactory {
     return HttpsClient(std::move(config), std::move(trust), std::move(me));
   }
 
- private:
   const DeviceIdentity& identity_;
   const SyncOptions& options_;
 };
 
 // Fetches chunks on several connections and hands them to the store's thread, which commits
-// them in batches. Download threads never touch the store.
+// them in batches. Download threads never touch the store. Chunks come from the content mirrors
+// in turn while one serves them, else from the server.
 class ChunkDownload {
  public:
   ChunkDownload(const ClientFactory& clients, const SyncOptions& options,
-                std::vector<protocol::ChunkRef> chunks)
-      : clients_(clients), options_(options), chunks_(std::move(chunks)) {}
+                std::vector<protocol::ChunkRef> chunks, std::vector<ContentMirror> mirrors)
+      : clients_(clients),
+        options_(options),
+        chunks_(std::move(chunks)),
+        mirrors_(std::move(mirrors)),
+        served_(mirrors_.size(), 0) {}
 
   // `store_mutex` guards the store against the message-lane thread that runs meanwhile.
   Result<void> run(Library& library, std::mutex& store_mutex, SyncReport& report,
@@ -183,6 +221,7 @@ class ChunkDownload {
     }
     for (std::thread& t : workers)
       t.join();
+    report_mirrors(report);
     if (commit_error) {
       why = "received content could not be stored";
       return commit_error;
@@ -220,9 +259,117 @@ class ChunkDownload {
     return aborted_ || stopped(options_);
   }
 
+  // The connections of one download thread, each made when first needed.
+  struct Connections {
+    std::optional<HttpsClient> server;
+    std::optional<HttpsClient> mirror;
+    std::size_t mirror_index = 0;  ///< the mirror `mirror` connects to
+
+    void close() {
+      if (server)
+        server->close();
+      if (mirror)
+        mirror->close();
+    }
+  };
+
+  HttpsClient& server(Connections& c) const {
+    if (!c.server)
+      c.server.emplace(clients_.make(protocol::kMaxChunkSize));
+    return *c.server;
+  }
+
+  // Where chunks come from now: mirrors_[i], or the server at mirrors_.size().
+  std::size_t source() {
+    std::lock_guard lock(mutex_);
+    return source_;
+  }
+
+  void mirror_served(std::size_t m) {
+    std::lock_guard lock(mutex_);
+    ++served_[m];
+  }
+
+  void mirror_damaged() {
+    std::lock_guard lock(mutex_);
+    ++refetched_;
+  }
+
+  // Mirror `m` failed. Before it served anything the next mirror is tried, as if it had not
+  // been named; once it has served chunks, a failure means it went wrong meanwhile, and the
+  // server, which surely has every chunk, serves the rest. Other threads that saw the same
+  // failure find the source already moved on.
+  void leave_mirror(std::size_t m, const std::string& reason) {
+    std::lock_guard lock(mutex_);
+    if (source_ != m)
+      return;
+    source_ = served_[m] > 0 ? mirrors_.size() : m + 1;
+    fallback_ += (fallback_.empty() ? "" : "; ") +
+                 ("content mirror " + mirrors_[m].url + " failed (" + reason + ")");
+  }
+
+  void report_mirrors(SyncReport& report) {
+    std::lock_guard lock(mutex_);
+    std::size_t most = 0;
+    for (std::size_t m = 0; m < mirrors_.size(); ++m) {
+      report.chunks_from_mirror += served_[m];
+      if (served_[m] > most) {
+        most = served_[m];
+        report.content_mirror = mirrors_[m].url;
+      }
+    }
+    report.mirror_chunks_refetched += refetched_;
+    if (!fallback_.empty())
+      report.mirror_fallback =
+          fallback_ + (source_ < mirrors_.size()
+                           ? "; the chunks came from " + mirrors_[source_].url + " instead"
+                           : "; the remaining chunks came from the server");
+  }
+
+  // One chunk, from the mirror in use or from the server. A chunk the mirror serves damaged is
+  // fetched once from the server, whose copy is the one the manifest was made from.
+  Result<std::string> fetch(const protocol::ChunkRef& chunk, Connections& c, std::string& why) {
+    for (;;) {
+      const std::size_t m = source();
+      if (m == mirrors_.size())
+        return fetch_chunk(server(c), chunk, "chunk", why);
+      if (!c.mirror || c.mirror_index != m) {
+        if (c.mirror)
+          c.mirror->close();
+        c.mirror.emplace(clients_.make_for_mirror(mirrors_[m].address, protocol::kMaxChunkSize));
+        c.mirror_index = m;
+      }
+      auto response = c.mirror->request("GET", "/v1/chunks/" + chunk.sha256);
+      if (!response) {
+        const std::string& said = c.mirror->describe_last_failure();
+        leave_mirror(m, said.empty() ? response.error().message() : said);
+        c.mirror.reset();
+        continue;
+      }
+      if (response.value().status != 200) {
+        leave_mirror(m, "it answered HTTP " + std::to_string(response.value().status));
+        c.mirror->close();
+        c.mirror.reset();
+        continue;
+      }
+      if (matches(response.value().body, chunk)) {
+        mirror_served(m);
+        return std::move(response.value().body);
+      }
+      mirror_damaged();
+      auto again = fetch_chunk(server(c), chunk, "chunk", why, 1);
+      if (!again && again.error() == errc::content_invalid)
+        why = "chunk " + chunk.sha256.substr(0, 12) + " arrived damaged from content mirror " +
+              mirrors_[m].url +
+              " and from the server, and was discarded; check for a proxy that alters "
+              "traffic, then sync again";
+      return again;
+    }
+  }
+
   void work() {
     try {
-      HttpsClient client = clients_.make(protocol::kMaxChunkSize);
+      Connections connections;
       for (;;) {
         if (should_stop())
           break;
@@ -230,7 +377,7 @@ class ChunkDownload {
         if (index >= chunks_.size())
           break;
         std::string why;
-        auto bytes = fetch_chunk(client, chunks_[index], "chunk", why);
+        auto bytes = fetch(chunks_[index], connections, why);
         if (!bytes) {
           fail(bytes.error(), why);
           break;
@@ -248,7 +395,7 @@ class ChunkDownload {
         ready_.push_back({chunks_[index].sha256, std::move(bytes).value()});
         items_ready_.notify_one();
       }
-      client.close();
+      connections.close();
     } catch (const std::exception& e) {
       fail(errc::network_failed, e.what());
     }
@@ -260,6 +407,7 @@ class ChunkDownload {
   const ClientFactory& clients_;
   const SyncOptions& options_;
   const std::vector<protocol::ChunkRef> chunks_;
+  const std::vector<ContentMirror> mirrors_;
   std::atomic<std::size_t> next_{0};
 
   std::mutex mutex_;
@@ -271,6 +419,11 @@ class ChunkDownload {
   bool aborted_ = false;
   std::error_code error_;
   std::string error_why_;
+  // Guarded by mutex_: the source in use, and what the report says of the mirrors.
+  std::size_t source_ = 0;
+  std::vector<std::size_t> served_;  ///< chunks each mirror served
+  std::size_t refetched_ = 0;
+  std::string fallback_;
 };
 
 protocol::Fact fact_of(const std::string& text) {
@@ -1008,9 +1161,12 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   MessageLane lane(store, store_mutex, identity, options);
   std::error_code lane_error;
   std::string lane_why;
+  // This sync's check-in names them; they are not kept, so a later sync goes by its own.
+  std::vector<ContentMirror> mirrors;
   {
     HttpsClient control = clients.make(protocol::kMaxJsonResponseSize);
     KABAN_TRY(answer, check_in(control, store, identity, guard, clock, network, report, why));
+    mirrors = content_mirrors(answer);
     KABAN_TRY(accepted, accept_answer(dir, answer, clock, why));
     guard = std::move(accepted);
     KABAN_TRYV(obey_commands(dir, guard, answer, now, why));
@@ -1065,7 +1221,7 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
       total += c.size;
     if (options.on_download_start)
       options.on_download_start(total, missing.size());
-    ChunkDownload download(clients, options, std::move(missing));
+    ChunkDownload download(clients, options, std::move(missing), std::move(mirrors));
     MessageLaneThread messages(lane, clients, options);
     if (report.messages_offered && !lane_error)
       messages.start();

@@ -35,6 +35,10 @@ using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, Deleter<&GENERAL_NAME_free>
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<&GENERAL_NAMES_free>>;
 using Asn1StringPtr = std::unique_ptr<ASN1_STRING, Deleter<&ASN1_STRING_free>>;
 using BignumPtr = std::unique_ptr<BIGNUM, Deleter<&BN_free>>;
+using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<&X509_CRL_free>>;
+using X509RevokedPtr = std::unique_ptr<X509_REVOKED, Deleter<&X509_REVOKED_free>>;
+using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<&ASN1_TIME_free>>;
+using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, Deleter<&ASN1_INTEGER_free>>;
 
 constexpr std::size_t kSerialSize = 16;       // 128 bits, top bit cleared: always positive
 constexpr std::size_t kMaxDnsNameSize = 253;  // RFC 1035
@@ -547,6 +551,82 @@ Result<void> verify_chain(const Certificate& leaf, std::span<const Certificate> 
     return errc::certificate_expired;
   }
   return errc::certificate_untrusted;
+}
+
+namespace {
+
+Asn1TimePtr asn1_time(Clock::time_point at) {
+  Asn1TimePtr time(ASN1_TIME_set(nullptr, Clock::to_time_t(at)));
+  if (!time)
+    fail("ASN1_TIME_set");
+  return time;
+}
+
+// One CRL entry; errc::invalid_argument for a serial that is not hex digits.
+Result<X509RevokedPtr> revoked_entry(const RevokedCertificate& entry) {
+  auto bytes = from_hex(entry.serial_hex);
+  if (!bytes || bytes.value().empty())
+    return errc::invalid_argument;
+  BignumPtr number(
+      BN_bin2bn(bytes.value().data(), static_cast<int>(bytes.value().size()), nullptr));
+  if (!number)
+    fail("BN_bin2bn");
+  Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(number.get(), nullptr));
+  X509RevokedPtr revoked(X509_REVOKED_new());
+  if (!serial || !revoked)
+    fail("X509_REVOKED_new");
+  const Asn1TimePtr at = asn1_time(entry.revoked_at);
+  if (X509_REVOKED_set_serialNumber(revoked.get(), serial.get()) != 1 ||
+      X509_REVOKED_set_revocationDate(revoked.get(), at.get()) != 1)
+    fail("CRL entry");
+  return revoked;
+}
+
+}  // namespace
+
+Result<std::string> make_crl(const Certificate& ca, const EcPrivateKey& ca_key,
+                             std::span<const RevokedCertificate> revoked,
+                             Clock::time_point this_update, Clock::time_point next_update,
+                             std::uint64_t number) {
+  X509* ca_cert = X509Access::x509(ca);
+  EVP_PKEY* ca_pkey = X509Access::pkey(ca_key);
+  if (X509_check_ca(ca_cert) != 1 || next_update <= this_update)
+    return errc::invalid_argument;
+  if (X509_check_private_key(ca_cert, ca_pkey) != 1) {
+    ERR_clear_error();
+    return errc::invalid_key;
+  }
+  X509CrlPtr crl(X509_CRL_new());
+  if (!crl)
+    fail("X509_CRL_new");
+  const Asn1TimePtr last = asn1_time(this_update);
+  const Asn1TimePtr next = asn1_time(next_update);
+  if (X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
+      X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert)) != 1 ||
+      X509_CRL_set1_lastUpdate(crl.get(), last.get()) != 1 ||
+      X509_CRL_set1_nextUpdate(crl.get(), next.get()) != 1)
+    fail("CRL fields");
+  for (const RevokedCertificate& entry : revoked) {
+    KABAN_TRY(item, revoked_entry(entry));
+    if (X509_CRL_add0_revoked(crl.get(), item.get()) != 1)
+      fail("X509_CRL_add0_revoked");
+    item.release();  // now owned by the list
+  }
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, ca_cert, nullptr, nullptr, crl.get(), 0);
+  X509ExtensionPtr key_id(
+      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
+  Asn1IntegerPtr crl_number(ASN1_INTEGER_new());
+  if (!key_id || !crl_number || X509_CRL_add_ext(crl.get(), key_id.get(), -1) != 1 ||
+      ASN1_INTEGER_set_uint64(crl_number.get(), number) != 1 ||
+      X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, crl_number.get(), 0, 0) != 1)
+    fail("CRL extensions");
+  if (X509_CRL_sort(crl.get()) != 1 || X509_CRL_sign(crl.get(), ca_pkey, EVP_sha256()) <= 0)
+    fail("sign CRL");
+  auto bio = write_bio();
+  if (PEM_write_bio_X509_CRL(bio.get(), crl.get()) != 1)
+    fail("PEM_write_bio_X509_CRL");
+  return bio_text(bio.get());
 }
 
 }  // namespace kaban::crypto

@@ -40,6 +40,10 @@ constexpr std::size_t kMaxCommandKind = 16;
 constexpr std::size_t kMaxCourses = 10'000;
 constexpr std::size_t kMaxCourseId = 64;
 constexpr std::string_view kNetworks[] = {"wifi", "cellular", "wired", "unknown"};
+constexpr std::string_view kHttpsScheme = "https://";
+constexpr std::size_t kMaxHostName = 253;  // RFC 1035
+constexpr unsigned kDefaultHttpsPort = 443;
+constexpr unsigned kHighestPort = 65535;
 
 json device_json(const DeviceDescription& d) {
   return {{"platform", d.platform},
@@ -242,6 +246,43 @@ std::optional<std::vector<std::string>> read_courses(JsonReader& r) {
   return courses;
 }
 
+// The content mirrors of a check-in answer. A URL this agent cannot read (a form from a newer
+// server) is skipped, as an unknown command kind is; one that is not text at all is refused.
+std::vector<std::string> read_content_mirrors(JsonReader& r) {
+  std::vector<std::string> mirrors;
+  const json* list = r.array("content_mirrors", kMaxContentMirrors, /*required=*/false);
+  if (!list)
+    return mirrors;
+  for (const json& url : *list) {
+    if (!url.is_string() || url.get_ref<const std::string&>().size() > kMaxMirrorUrlSize) {
+      r.fail(errc::invalid_value, r.where() +
+                                      ": \"content_mirrors\" must be a list of URLs of at "
+                                      "most " +
+                                      std::to_string(kMaxMirrorUrlSize) + " bytes");
+      return {};
+    }
+    if (const auto address = parse_mirror_url(url.get_ref<const std::string&>()))
+      mirrors.push_back(address->url());
+  }
+  return mirrors;
+}
+
+bool is_dns_name(std::string_view host) {
+  return !host.empty() && host.size() <= kMaxHostName && host.front() != '-' &&
+         host.front() != '.' && std::all_of(host.begin(), host.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.';
+         });
+}
+
+bool is_ipv6_text(std::string_view host) {
+  return host.size() >= 2 && host.find(':') != std::string_view::npos &&
+         std::all_of(host.begin(), host.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                  c == ':' || c == '.';
+         });
+}
+
 // The body as a JSON object, within `max` bytes; the caller reads its fields.
 Result<json> parse_object(std::string_view text, std::size_t max, std::string* why) {
   json j;
@@ -327,6 +368,9 @@ std::string to_json(const CheckinResponse& v) {
   // Absent, not empty: an empty list would tell the device to remove every course.
   if (v.courses)
     j["courses"] = *v.courses;
+  // Left out when there are none, so the answer reads as an older server's.
+  if (!v.content_mirrors.empty())
+    j["content_mirrors"] = v.content_mirrors;
   return j.dump();
 }
 
@@ -415,6 +459,7 @@ Result<CheckinResponse> parse_checkin_response(std::string_view text, std::strin
   v.commands = read_commands(r);
   v.courses = read_courses(r);
   v.unlock_code_hash = read_hash(r, "unlock_code_hash");
+  v.content_mirrors = read_content_mirrors(r);
   KABAN_TRYV(r.finish(why));
   return v;
 }
@@ -470,6 +515,52 @@ Result<ErrorBody> parse_error_body(std::string_view text, std::string* why) {
   }
   KABAN_TRYV(outer.finish(why));
   return v;
+}
+
+std::string MirrorAddress::url() const {
+  const bool ipv6 = host.find(':') != std::string::npos;
+  return std::string(kHttpsScheme) + (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+std::optional<MirrorAddress> parse_mirror_url(std::string_view url) {
+  if (url.size() > kMaxMirrorUrlSize || !url.starts_with(kHttpsScheme))
+    return std::nullopt;
+  std::string_view authority = url.substr(kHttpsScheme.size());
+  if (authority.ends_with('/'))
+    authority.remove_suffix(1);
+  MirrorAddress out;
+  std::string_view port_text;
+  if (authority.starts_with('[')) {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos)
+      return std::nullopt;
+    out.host = std::string(authority.substr(1, close - 1));
+    if (!is_ipv6_text(out.host))
+      return std::nullopt;
+    const std::string_view rest = authority.substr(close + 1);
+    if (!rest.empty() && (rest.front() != ':' || rest.size() == 1))
+      return std::nullopt;
+    port_text = rest.empty() ? rest : rest.substr(1);
+  } else {
+    const std::size_t colon = authority.find(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (!is_dns_name(out.host))
+      return std::nullopt;
+    if (colon != std::string_view::npos) {
+      port_text = authority.substr(colon + 1);
+      if (port_text.empty())
+        return std::nullopt;
+    }
+  }
+  unsigned port = kDefaultHttpsPort;
+  if (!port_text.empty()) {
+    auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+        port > kHighestPort)
+      return std::nullopt;
+  }
+  out.port = static_cast<std::uint16_t>(port);
+  return out;
 }
 
 std::string Cursor::to_string() const {

@@ -29,6 +29,7 @@
 #include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
 #include "kaban/server/messaging.hpp"
+#include "kaban/server/mirrors.hpp"
 #include "kaban/server/policies.hpp"
 #include "long_poll.hpp"
 
@@ -56,8 +57,14 @@ constexpr const char* kChunkHeld = R"({"stored":false})";
 constexpr std::size_t kShownHashDigits = 12;
 // Chunks are served only up to the largest size the manifest format allows.
 constexpr std::uintmax_t kMaxServedChunk = protocol::kMaxChunkSize;
-// Chunks never change (their name is their hash), but only enrolled devices may read them.
-constexpr const char* kChunkCacheControl = "private, max-age=31536000, immutable";
+// Chunks never change (their name is their hash). A course chunk may be kept by any cache in
+// front of the server (a content mirror): the signed manifest, not the transport, makes it
+// trustworthy, and every enrolled device may be served it there. An attachment chunk is private
+// to a conversation, so only the device's own cache may keep it.
+constexpr const char* kCourseChunkCacheControl = "public, max-age=31536000, immutable";
+constexpr const char* kAttachmentChunkCacheControl = "private, max-age=31536000, immutable";
+// The request log's caller for a content mirror: "mirror:<name>".
+constexpr std::string_view kMirrorLogPrefix = "mirror:";
 
 UnixTime now() {
   return std::chrono::time_point_cast<std::chrono::seconds>(Clock::now());
@@ -257,6 +264,10 @@ struct Api::Impl {
   std::optional<HttpResponse> inbox(const HttpRequest& req, const Device& device,
                                     SQLite::Database& db, Router::Reply* reply);
   HttpResponse chunk(std::string_view hash, const Device& device, SQLite::Database& db);
+  // A request made with a content mirror's certificate: course chunks only (docs/content.md).
+  HttpResponse mirror_request(const HttpRequest& req, const Mirror& mirror, SQLite::Database& db);
+  // The chunk file's bytes as a 200 answer with `cache_control`, or 500 storage_failed.
+  HttpResponse chunk_file(std::string_view hash, const char* cache_control) const;
   HttpResponse upload_chunk(std::string_view hash, const HttpRequest& req, const Device& device,
                             SQLite::Database& db);
   // Forgets old uploads no message uses, at most once per config.upload_sweep_interval.
@@ -425,9 +436,11 @@ HttpResponse Api::Impl::checkin(const HttpRequest& req, const Device& device,
   out.unlock_code_hash = protocol::unlock_code_hash(code.value());
   if (in_good_standing) {
     auto courses = Catalog(db, data_dir).visible_courses(device.login, now());
-    if (!courses)
+    auto mirrors = Mirrors(db).urls(protocol::kMaxContentMirrors);
+    if (!courses || !mirrors)
       return storage_error();
     out.courses = std::move(courses).value();
+    out.content_mirrors = std::move(mirrors).value();
   }
   return json_ok(protocol::to_json(out));
 }
@@ -635,18 +648,49 @@ std::optional<HttpResponse> Api::Impl::inbox(const HttpRequest& req, const Devic
 HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLite::Database& db) {
   if (!protocol::is_sha256_hex(hash))
     return error(400, "bad_request", "a chunk is named by 64 lower-case hex digits");
-  Catalog catalog(db, data_dir);
-  auto visible = catalog.chunk_visible(device.login, hash, now());
-  if (visible && !visible.value())
-    visible = Messaging(db).attachment_chunk_visible(device.login, device.id, hash);
-  if (!visible)
+  auto course_chunk = Catalog(db, data_dir).chunk_visible(device.login, hash, now());
+  if (!course_chunk)
+    return storage_error();
+  if (course_chunk.value())
+    return chunk_file(hash, kCourseChunkCacheControl);
+  auto attachment_chunk = Messaging(db).attachment_chunk_visible(device.login, device.id, hash);
+  if (!attachment_chunk)
     return storage_error();
   // The same answer for a chunk that does not exist and one the caller may not see, so the
   // endpoint does not reveal what other courses or messages contain.
-  if (!visible.value())
+  if (!attachment_chunk.value())
     return error(404, "chunk_not_found",
                  "no such chunk in a course or message this device may see");
-  const fs::path path = catalog.chunk_path(hash);
+  return chunk_file(hash, kAttachmentChunkCacheControl);
+}
+
+HttpResponse Api::Impl::mirror_request(const HttpRequest& req, const Mirror& mirror,
+                                       SQLite::Database& db) {
+  if (mirror.removed())
+    return error(403, "mirror_removed",
+                 "IT removed content mirror \"" + mirror.name +
+                     "\" (`admin mirror remove`); it may fetch nothing more. `admin mirror add` "
+                     "issues a new certificate if it should serve again");
+  if (req.method != "GET" || !req.path.starts_with(kChunksPrefix))
+    return error(403, "mirror_forbidden",
+                 "a content mirror may only fetch course chunks (GET /v1/chunks/<sha256>); "
+                 "everything else needs a device certificate");
+  const std::string_view hash = std::string_view(req.path).substr(kChunksPrefix.size());
+  if (!protocol::is_sha256_hex(hash))
+    return error(400, "bad_request", "a chunk is named by 64 lower-case hex digits");
+  // Any chunk of a course in use, whoever it is assigned to: a mirror serves every device, and
+  // devices learn a chunk's hash only from a manifest the server let them see. Attachment
+  // chunks belong to one conversation and never pass through a mirror.
+  auto live = Mirrors(db).course_chunk_live(hash, now());
+  if (!live)
+    return storage_error();
+  if (!live.value())
+    return error(404, "chunk_not_found", "no such chunk in a course in use");
+  return chunk_file(hash, kCourseChunkCacheControl);
+}
+
+HttpResponse Api::Impl::chunk_file(std::string_view hash, const char* cache_control) const {
+  const fs::path path = detail::chunk_path(data_dir, hash);
   std::error_code ec;
   const std::uintmax_t size = fs::file_size(path, ec);
   if (ec || size > kMaxServedChunk)
@@ -657,7 +701,7 @@ HttpResponse Api::Impl::chunk(std::string_view hash, const Device& device, SQLit
   std::ifstream in(path, std::ios::binary);
   if (!in.read(r.body.data(), static_cast<std::streamsize>(size)))
     return storage_error();
-  r.headers["Cache-Control"] = kChunkCacheControl;
+  r.headers["Cache-Control"] = cache_control;
   r.headers["ETag"] = "\"" + std::string(hash) + "\"";
   return r;
 }
@@ -747,9 +791,20 @@ std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Rou
   SQLite::Database& db = **conn.value();
   Directory directory(db);
   // A device is known by any certificate issued to it; its id is that of the first.
-  auto found = directory.find_device_by_certificate(fingerprint_of(req.client_certificate));
+  const std::string fingerprint = fingerprint_of(req.client_certificate);
+  auto found = directory.find_device_by_certificate(fingerprint);
   if (!found)
     return storage_error();
+  if (!found.value()) {
+    auto mirror = Mirrors(db).find_by_certificate(fingerprint);
+    if (!mirror)
+      return storage_error();
+    if (mirror.value()) {
+      HttpResponse r = mirror_request(req, *mirror.value(), db);
+      r.log_device = std::string(kMirrorLogPrefix) + mirror.value()->name;
+      return r;
+    }
+  }
   std::string blocked;
   if (found.value() && req.path != kCheckinPath)
     blocked = blocked_reason(*found.value(), now());
@@ -778,7 +833,7 @@ std::optional<HttpResponse> Api::Impl::authenticated(const HttpRequest& req, Rou
     r = chunk(std::string_view(req.path).substr(kChunksPrefix.size()), *found.value(), db);
   }
   if (r)
-    r->log_device = found.value() ? found.value()->id : fingerprint_of(req.client_certificate);
+    r->log_device = found.value() ? found.value()->id : fingerprint;
   return r;
 }
 
@@ -856,8 +911,12 @@ bool Api::accept_client_certificate(crypto::ByteView der) {
   auto conn = impl_->connection();
   if (!conn)
     return true;
-  auto revoked = Directory(**conn.value()).certificate_revoked(fingerprint_of(der));
-  return !revoked || !revoked.value();
+  const std::string fingerprint = fingerprint_of(der);
+  auto revoked = Directory(**conn.value()).certificate_revoked(fingerprint);
+  if (revoked && revoked.value())
+    return false;
+  auto mirror = Mirrors(**conn.value()).find_by_certificate(fingerprint);
+  return !mirror || !mirror.value() || !mirror.value()->removed();
 }
 
 }  // namespace kaban::server

@@ -328,6 +328,22 @@ constexpr schema::Migration kServerMigrations[] = {
       -- row stays for reports when it is the course's latest).
       ALTER TABLE course_versions ADD COLUMN chunks_held INTEGER NOT NULL DEFAULT 1;
     )sql"},
+    {6, R"sql(
+      -- Content mirrors (docs/content.md): HTTPS caches in front of this server that devices
+      -- fetch course chunks from. A mirror fetches chunks with a client certificate of its own,
+      -- known by its fingerprint; a removed mirror keeps its row (removed_at set), and its
+      -- certificate is refused from then on. A name is taken by one mirror at a time.
+      CREATE TABLE mirrors (
+        id                 INTEGER PRIMARY KEY,
+        name               TEXT NOT NULL,
+        url                TEXT NOT NULL,     -- https://HOST:PORT, as devices are told
+        client_fingerprint TEXT NOT NULL,     -- hex SHA-256 of the client certificate's DER
+        created_at         INTEGER NOT NULL,
+        removed_at         INTEGER            -- NULL while in use
+      );
+      CREATE UNIQUE INDEX mirrors_name ON mirrors(name) WHERE removed_at IS NULL;
+      CREATE UNIQUE INDEX mirrors_client_fingerprint ON mirrors(client_fingerprint);
+    )sql"},
 };
 
 Result<std::unique_ptr<SQLite::Database>> open_connection(const fs::path& dir, bool create) {

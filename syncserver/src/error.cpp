@@ -77,6 +77,12 @@ const char* describe(errc e) noexcept {
       return "the course is retired; publish it again to bring it back";
     case errc::course_expired:
       return "the course has expired; give it a new date with `admin course expire`";
+    case errc::invalid_mirror:
+      return "a mirror option breaks a rule; nothing was written or recorded";
+    case errc::mirror_exists:
+      return "a mirror of that name is in use already; `admin mirror list` shows them";
+    case errc::no_such_mirror:
+      return "no mirror in use has that name; `admin mirror list` shows them";
     case errc::no_such_version:
       return "no such version of the course is held; `admin course list` shows the latest";
   }

@@ -422,5 +422,87 @@ TEST(Reasons, ThePostureIsWrittenAsTheCheckInCarriesIt) {
   EXPECT_EQ(j.at("disk_encryption"), "unknown");
 }
 
+// Content mirrors (docs/content.md): an optional list in the check-in answer.
+
+CheckinResponse minimal_checkin() {
+  CheckinResponse resp;
+  resp.device_id = "d";
+  resp.login = "aiko";
+  resp.server_time = 1'700'000'000;
+  resp.server_epoch = "e1";
+  return resp;
+}
+
+TEST(ContentMirrors, RoundTripInOrderAndAreLeftOutWhenThereAreNone) {
+  CheckinResponse resp = minimal_checkin();
+  EXPECT_EQ(to_json(resp).find("content_mirrors"), std::string::npos);
+  auto parsed = parse_checkin_response(to_json(resp));
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_TRUE(parsed.value().content_mirrors.empty());
+
+  resp.content_mirrors = {"https://ward3.city.example:8443", "https://10.0.3.5:443",
+                          "https://[fd00::5]:8443"};
+  parsed = parse_checkin_response(to_json(resp));
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_EQ(parsed.value().content_mirrors, resp.content_mirrors);
+}
+
+TEST(ContentMirrors, AnAnswerFromAnOlderServerHasNone) {
+  const std::string older = R"({"device_id":"d","login":"aiko","server_time":1700000000,
+      "verdict":"compliant","reasons":[],"server_epoch":"e1","policy":{"text":"","signature":""},
+      "lease":{"text":"","signature":""},"certificate":"","commands":[],"unlock_code_hash":""})";
+  auto parsed = parse_checkin_response(older);
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_TRUE(parsed.value().content_mirrors.empty());
+}
+
+TEST(ContentMirrors, UnreadableEntriesAreSkippedAndWrongTypesOrSizesRefused) {
+  json j = json::parse(to_json(minimal_checkin()));
+  j["content_mirrors"] = {"ftp://old.example", "https://ok.example", "https://x.example/path",
+                          "https://ok.example:99999"};
+  auto parsed = parse_checkin_response(j.dump());
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  EXPECT_EQ(parsed.value().content_mirrors, std::vector<std::string>{"https://ok.example:443"});
+
+  std::string why;
+  j["content_mirrors"] = {42};
+  EXPECT_EQ(parse_checkin_response(j.dump(), &why).error(), errc::invalid_value);
+  EXPECT_NE(why.find("content_mirrors"), std::string::npos) << why;
+  j["content_mirrors"] = {"https://" + std::string(kMaxMirrorUrlSize, 'a')};
+  EXPECT_EQ(parse_checkin_response(j.dump()).error(), errc::invalid_value);
+  j["content_mirrors"] = std::vector<std::string>(kMaxContentMirrors + 1, "https://m.example");
+  EXPECT_FALSE(parse_checkin_response(j.dump()));
+}
+
+TEST(ContentMirrors, UrlsAreHttpsHostAndPortOnly) {
+  auto a = parse_mirror_url("https://ward3.city.example:8443");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "ward3.city.example");
+  EXPECT_EQ(a->port, 8443);
+  EXPECT_EQ(a->url(), "https://ward3.city.example:8443");
+
+  a = parse_mirror_url("https://depot-2.example/");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->port, 443);
+  EXPECT_EQ(a->url(), "https://depot-2.example:443");
+
+  a = parse_mirror_url("https://[fd00::5]:8443");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "fd00::5");
+  EXPECT_EQ(a->url(), "https://[fd00::5]:8443");
+
+  a = parse_mirror_url("https://127.0.0.1:4443");
+  ASSERT_TRUE(a);
+  EXPECT_EQ((MirrorAddress{"127.0.0.1", 4443}), *a);
+
+  for (const char* bad :
+       {"", "http://m.example", "https://", "https://:443",
+        "https://m.example:", "https://m.example:0", "https://m.example:65536",
+        "https://m.example:80x", "https://m.example/kaban", "https://m.example?x=1",
+        "https://user@m.example", "https://-m.example", "https://[fd00::5", "https://[fd00::5]x",
+        "https://[zz]:443", "https://m example", " https://m.example"})
+    EXPECT_FALSE(parse_mirror_url(bad)) << bad;
+}
+
 }  // namespace
 }  // namespace kaban::protocol

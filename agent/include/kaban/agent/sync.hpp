@@ -26,6 +26,9 @@ struct SyncOptions {
   int changes_page = 100;
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds request_timeout{60'000};
+  /// Connecting to a content mirror (DNS, TCP, TLS): a mirror is near the device, so one that
+  /// does not answer within this is passed over for the next, or for the server.
+  std::chrono::milliseconds mirror_connect_timeout{3'000};
   /// Set from another thread or a signal handler to stop: downloads in flight finish, what was
   /// received is committed, and sync() fails with errc::interrupted.
   const std::atomic<bool>* stop = nullptr;
@@ -75,6 +78,17 @@ struct SyncReport {
   std::size_t new_versions = 0;          ///< course versions received from the change feed
   std::size_t chunks_downloaded = 0;
   std::uint64_t bytes_downloaded = 0;
+  /// Content mirrors (the check-in's content_mirrors, docs/content.md): the one course chunks
+  /// came from ("" if none served any) and how many of chunks_downloaded it served.
+  std::string content_mirror;
+  std::size_t chunks_from_mirror = 0;
+  /// Chunks a mirror served damaged and the server then served whole (the mirror's cache holds
+  /// bad copies; its operator should clear them).
+  std::size_t mirror_chunks_refetched = 0;
+  /// Set when a mirror failed during this sync (could not be reached, answered an error): one
+  /// sentence naming it, why, and where the remaining chunks came from. The next sync tries the
+  /// mirrors again.
+  std::string mirror_fallback;
   std::vector<std::string> made_ready;  ///< "course_id@version" now readable
   std::size_t messages_received = 0;    ///< new messages of others stored on the device
   std::size_t urgent_received = 0;      ///< of those, urgent or emergency
@@ -108,6 +122,12 @@ struct SyncReport {
 ///   no outbox, no other messages, no course feed or chunks.
 /// Course chunks wait on a cellular network under wifi_only_downloads, and stop before the
 /// store would pass max_cache_mb (downloads_deferred says which; messages still flow).
+/// Course chunks come from the first content mirror the check-in names that answers (with the
+/// device certificate, checked against the pinned CA and the mirror's host name), each checked
+/// against its hash as always: a damaged one is fetched once more from the server, and a mirror
+/// that fails to connect or answers anything but 200 is left for the next one, or, once it had
+/// served chunks, for the server, for the rest of the sync (mirror_fallback says so). Mirrors
+/// are not remembered between syncs; message attachments always come from the server.
 ///
 /// In order, otherwise: check-in; the message lane (urgent inbox pass, outbox upload with the
 /// chunks of its messages' attachments put first, inbox pages, the attachment chunks the device

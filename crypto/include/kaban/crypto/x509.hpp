@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -156,5 +157,25 @@ Result<Certificate> issue_certificate(const Certificate& ca, const EcPrivateKey&
 /// without the CA extensions). Does not check names or purpose. Thread-safe.
 Result<void> verify_chain(const Certificate& leaf, std::span<const Certificate> trusted,
                           std::chrono::system_clock::time_point at);
+
+/// One entry of a certificate revocation list.
+struct RevokedCertificate {
+  std::string serial_hex;  ///< the certificate's serial, as Certificate::serial_hex() gives it
+  std::chrono::system_clock::time_point revoked_at;
+};
+
+/// A certificate revocation list (X.509 v2 CRL, PEM "BEGIN X509 CRL") issued by `ca` and signed
+/// with `ca_key` (ECDSA with SHA-256): every entry of `revoked`, thisUpdate `this_update`,
+/// nextUpdate `next_update` (after which verifiers refuse every certificate of the CA until a
+/// newer list arrives), an authority key identifier and the CRL number `number` (larger for
+/// each newer list). For TLS servers that check client certificates against a list, such as
+/// nginx's ssl_crl. Fails with errc::invalid_argument if `ca` is not a CA, next_update is not
+/// after this_update, or a serial is not hex digits; errc::invalid_key if `ca_key` is not the
+/// key of `ca`. Thread-safe.
+Result<std::string> make_crl(const Certificate& ca, const EcPrivateKey& ca_key,
+                             std::span<const RevokedCertificate> revoked,
+                             std::chrono::system_clock::time_point this_update,
+                             std::chrono::system_clock::time_point next_update,
+                             std::uint64_t number);
 
 }  // namespace kaban::crypto

@@ -23,6 +23,10 @@ inline constexpr std::size_t kMaxCheckinRequestSize = 64 * 1024;
 inline constexpr std::size_t kMaxJsonResponseSize = 64 * 1024 * 1024;
 /// Most changes the server puts in one page; the agent may ask for fewer.
 inline constexpr int kMaxChangesPage = 100;
+/// Most content mirrors one check-in answer names.
+inline constexpr std::size_t kMaxContentMirrors = 16;
+/// Longest content mirror URL, in bytes.
+inline constexpr std::size_t kMaxMirrorUrlSize = 300;
 
 /// Longest free-text field of a DeviceDescription, in bytes.
 inline constexpr std::size_t kMaxDeviceFieldSize = 128;
@@ -89,7 +93,29 @@ struct CheckinResponse {
   std::optional<std::vector<std::string>> courses;
   /// protocol::unlock_code_hash of the code `admin device unlock` shows for this device now.
   std::string unlock_code_hash;
+  /// Content mirrors: HTTPS caches in front of this server that serve course chunks by hash
+  /// (GET /v1/chunks/<sha256>) under the same mutual TLS (docs/content.md). Each is
+  /// "https://HOST:PORT" (MirrorAddress::url()), in the order to try them; at most
+  /// kMaxContentMirrors. Empty when there are none, or when the verdict is blocked or wipe. Left
+  /// out of the JSON when empty; an older agent ignores the field, and this one skips an entry
+  /// it cannot read (from a newer server).
+  std::vector<std::string> content_mirrors;
 };
+
+/// Where a content mirror listens.
+struct MirrorAddress {
+  std::string host;  ///< a DNS name or an IP address (IPv6 without brackets)
+  std::uint16_t port = 443;
+  /// "https://HOST:PORT", an IPv6 address in brackets: the form check-in answers carry.
+  std::string url() const;
+  friend bool operator==(const MirrorAddress&, const MirrorAddress&) = default;
+};
+
+/// Parses a content mirror URL: "https://HOST" or "https://HOST:PORT", optionally with a
+/// trailing "/". HOST is a DNS name, an IPv4 address or a bracketed IPv6 address; PORT is 1 to
+/// 65535 (443 when absent). Anything else (another scheme, a path, a query, user info, more than
+/// kMaxMirrorUrlSize bytes) is std::nullopt.
+std::optional<MirrorAddress> parse_mirror_url(std::string_view url);
 
 /// One course version made visible to the caller. `manifest` is the exact JSON text that
 /// `signature` (Ed25519, 128 hex digits) signs.

@@ -208,4 +208,52 @@ Result<void> admin_gc(const std::filesystem::path& dir, std::chrono::seconds kee
 /// Records where `serve` listens (see kListenAddressKey).
 Result<void> record_listen_address(const std::filesystem::path& dir, std::string_view address);
 
+// Content mirrors: HTTPS caches (nginx) near devices that serve course chunks
+// (syncserver/src/admin_mirror.cpp, docs/content.md).
+
+/// What `admin mirror add` makes.
+struct MirrorOptions {
+  std::string name;  ///< 1..32 of [a-z0-9-] (is_valid_mirror_name)
+  /// HOST or HOST:PORT (443 when absent; an IPv6 address in brackets): the name the mirror's
+  /// server certificate is issued for, and where its nginx listens.
+  std::string host;
+  /// What devices are told, https://HOST[:PORT]; "" means https://HOST:PORT of `host`. Its host
+  /// is put in the certificate too.
+  std::string url;
+  /// HOST:PORT the mirror reaches this server at; "" means where `serve` last listened.
+  std::string origin;
+  /// The folder the files are written to (made 0700 if missing; none of them may exist yet).
+  std::filesystem::path out;
+  /// nginx's cache folder on the mirror; "" means /var/cache/nginx/kaban-NAME.
+  std::filesystem::path cache_dir;
+};
+
+/// Registers a content mirror: issues its server certificate (for the hosts of `host` and
+/// `url`) and its client certificate, both from the server's CA, and writes to options.out
+/// (each file 0600) server.pem (the certificate, then the CA), server.key, client.pem,
+/// client.key, ca.pem and nginx.conf, a server block ready to include in nginx's http block.
+/// Then records the mirror (devices are told of it at their next check-in) and audits it
+/// (mirror_added). Everything is checked before anything is written; files whose mirror could
+/// not be recorded are removed again. Fails with errc::invalid_mirror (a bad name, host,
+/// url or origin), errc::mirror_exists (the name is in use), std::errc::file_exists (a file
+/// exists in `out`), or a
+/// storage or OS error; `why` says which and what to do.
+Result<void> admin_mirror_add(const std::filesystem::path& dir, const MirrorOptions& options,
+                              std::ostream& out, std::string& why);
+/// Every mirror, in use and removed (table or json).
+Result<void> admin_mirror_list(const std::filesystem::path& dir, Listing how, std::ostream& out,
+                               std::string& why);
+/// Removes the mirror in use named `name`: its client certificate is refused from then on, and
+/// check-ins stop naming it. Audited (mirror_removed). errc::no_such_mirror if no
+/// mirror in use has that name.
+Result<void> admin_mirror_remove(const std::filesystem::path& dir, std::string_view name,
+                                 std::ostream& out, std::string& why);
+/// Writes `file` (0644, whole or not at all): a certificate revocation list signed by the
+/// server's CA naming the certificates of every revoked device that have not expired, valid for
+/// `valid_for` (1h to 365d), for nginx's ssl_crl on the mirrors. nginx refuses every device once
+/// the list's next-update time has passed, so it must be written again before then (and after
+/// each revocation).
+Result<void> admin_mirror_crl(const std::filesystem::path& dir, const std::filesystem::path& file,
+                              std::chrono::seconds valid_for, std::ostream& out, std::string& why);
+
 }  // namespace kaban::server

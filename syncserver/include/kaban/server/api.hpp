@@ -47,16 +47,23 @@ struct ApiConfig {
 /// since, is answered 403 device_blocked for changes, chunks and the outbox, and reads only IT's
 /// messages (GET /v1/inbox?from=it); POST /v1/checkin always works, since a compliant check-in is
 /// the way out.
+///
+/// A content mirror (`admin mirror add`, kaban/server/mirrors.hpp) is known by its client
+/// certificate too. It may GET /v1/chunks/<sha256> for any chunk of a course that is neither
+/// retired nor expired (404 chunk_not_found otherwise, attachment chunks included) and is
+/// answered 403 mirror_forbidden on every other endpoint; a removed mirror gets 403
+/// mirror_removed, should its connection get past the TLS check. Course chunks are answered with
+/// Cache-Control public (any cache may keep them), attachment chunks private.
 class Api final : public Router {
  public:
   Api(std::filesystem::path data_dir, const ServerIdentity& identity, ApiConfig config = {});
   ~Api() override;
 
   std::optional<std::size_t> body_limit(const HttpRequest& head, HttpResponse& refusal) override;
-  /// False for a certificate of a revoked device (`admin device revoke`), so its handshake fails.
-  /// True for any other, including one no device has (the request is then refused with
-  /// unknown_device) and when the database cannot be read (every request checks revocation
-  /// again, and would fail the same way).
+  /// False for a certificate of a revoked device (`admin device revoke`) or of a removed content
+  /// mirror (`admin mirror remove`), so its handshake fails. True for any other, including one
+  /// nobody has (the request is then refused with unknown_device) and when the database cannot
+  /// be read (every request checks revocation again, and would fail the same way).
   bool accept_client_certificate(crypto::ByteView der) override;
   /// Answers at once, except GET /v1/inbox?wait=S with nothing new: that is held (on the
   /// Api's own thread, no io thread) until something arrives for the caller's user or S seconds

@@ -42,6 +42,9 @@ enum class errc {
   course_retired,    ///< the course is retired: it can no longer be bundled or assigned
   no_such_version,   ///< a course version that was never published or was collected
   course_expired,    ///< the course's expiry date has passed: devices drop it
+  invalid_mirror,    ///< a mirror name, address or option that breaks a rule
+  mirror_exists,     ///< a mirror of that name (or certificate) is in use already
+  no_such_mirror,    ///< no mirror in use has that name
 };
 
 const std::error_category& error_category() noexcept;
