@@ -19,6 +19,7 @@
 
 #include "admin_output.hpp"
 #include "channel_rows.hpp"
+#include "chunk_store.hpp"
 #include "kaban/crypto/random.hpp"
 #include "kaban/crypto/x509.hpp"
 #include "kaban/protocol/messages.hpp"
@@ -41,6 +42,8 @@ using detail::now;
 using detail::open;
 using detail::print_table;
 using detail::record_admin_action;
+using detail::sync_directory;
+using detail::write_new_file;
 
 constexpr const char* kServerCertificateFile = "server.pem";
 constexpr const char* kServerKeyFile = "server.key";
@@ -113,46 +116,6 @@ std::string nginx_name(std::string_view mirror_name) {
   for (const char c : mirror_name)
     name += c == '-' ? '_' : c;
   return name;
-}
-
-// O_EXCL: a file that appeared meanwhile is never overwritten; the mode is set at creation, so a
-// key is never readable by others, not even for a moment.
-Result<void> write_new_file(const fs::path& path, crypto::ByteView data, mode_t mode) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0)
-    return last_os_error();
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      const auto e = last_os_error();
-      ::close(fd);
-      return e;
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const auto e = last_os_error();
-    ::close(fd);
-    return e;
-  }
-  if (::close(fd) != 0)
-    return last_os_error();
-  return ok();
-}
-
-Result<void> sync_directory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return last_os_error();
-  const int rc = ::fsync(fd);
-  const auto e = last_os_error();
-  ::close(fd);
-  if (rc != 0)
-    return e;
-  return ok();
 }
 
 // The address the server last listened on (`serve` records it), or "".

@@ -141,6 +141,18 @@ Result<void> ChunkBatch::commit() {
   return ok();
 }
 
+Result<void> write_new_file(const fs::path& path, crypto::ByteView data, mode_t mode) {
+  FileDescriptor fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (fd.get() < 0)
+    return os_error();
+  KABAN_TRYV(write_all(fd.get(), data));
+  if (::fsync(fd.get()) != 0)
+    return os_error();
+  if (fd.close() != 0)
+    return os_error();
+  return ok();
+}
+
 Result<void> sync_directory(const fs::path& dir) {
   FileDescriptor fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0 || ::fsync(fd.get()) != 0)

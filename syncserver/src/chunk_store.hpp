@@ -1,8 +1,11 @@
 // The chunks/ directory of the data directory: where course chunks (Catalog::publish) and
-// attachment chunks devices upload (PUT /v1/chunks/<sha256>) are kept, one file per SHA-256.
+// attachment chunks devices upload (PUT /v1/chunks/<sha256>) are kept, one file per SHA-256;
+// and the durable-file helpers the rest of the data directory is written with.
 // Private to kaban::server. Safe to call from several threads and processes at once: a file
 // appears under its name only complete.
 #pragma once
+
+#include <sys/types.h>
 
 #include <filesystem>
 #include <string>
@@ -29,6 +32,12 @@ Result<void> store_chunk(const std::filesystem::path& path, crypto::ByteView dat
 
 /// fsync()s a directory, making the renames in it durable.
 Result<void> sync_directory(const std::filesystem::path& dir);
+
+/// Creates `path` with `mode` (O_EXCL: a file that appeared meanwhile is never overwritten, and
+/// the mode is set at creation, so a key is never readable by others, not even for a moment),
+/// writes `data` and fsync()s it. What `init` and `admin mirror add` write keys and
+/// certificates with. Fails with the OS error (the file may then exist, partly written).
+Result<void> write_new_file(const std::filesystem::path& path, crypto::ByteView data, mode_t mode);
 
 /// The chunk files of one publish. A chunk the directory lacks is written under a temporary name
 /// without a sync; commit() makes every one durable with one syncfs() of the file system (one

@@ -13,6 +13,7 @@
 #include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
 
+#include "chunk_store.hpp"
 #include "kaban/crypto/random.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/error.hpp"
@@ -20,6 +21,9 @@
 namespace kaban::server {
 namespace fs = std::filesystem;
 namespace {
+
+using detail::sync_directory;
+using detail::write_new_file;
 
 // Keys and certificates are a few KiB; anything larger is not one of ours.
 constexpr std::uintmax_t kMaxIdentityFileSize = 64 * 1024;
@@ -29,46 +33,6 @@ constexpr mode_t kPublicMode = 0644;
 
 std::error_code last_os_error() {
   return {errno, std::generic_category()};
-}
-
-// O_EXCL: a file that appeared meanwhile is never overwritten, and the mode is set at creation
-// so a key is never readable by others, not even for a moment.
-Result<void> write_new_file(const fs::path& path, crypto::ByteView data, mode_t mode) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0)
-    return last_os_error();
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      const auto e = last_os_error();
-      ::close(fd);
-      return e;
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const auto e = last_os_error();
-    ::close(fd);
-    return e;
-  }
-  if (::close(fd) != 0)
-    return last_os_error();
-  return ok();
-}
-
-Result<void> sync_directory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return last_os_error();
-  const int rc = ::fsync(fd);
-  const auto e = last_os_error();
-  ::close(fd);
-  if (rc != 0)
-    return e;
-  return ok();
 }
 
 bool is_ip_address(const std::string& name) {
