@@ -681,7 +681,7 @@ HttpResponse Api::Impl::mirror_request(const HttpRequest& req, const Mirror& mir
   // Any chunk of a course in use, whoever it is assigned to: a mirror serves every device, and
   // devices learn a chunk's hash only from a manifest the server let them see. Attachment
   // chunks belong to one conversation and never pass through a mirror.
-  auto live = Mirrors(db).course_chunk_live(hash, now());
+  auto live = Catalog(db, data_dir).chunk_live(hash, now());
   if (!live)
     return storage_error();
   if (!live.value())

@@ -32,17 +32,23 @@ namespace {
 using detail::ChunkBatch;
 using detail::FileDescriptor;
 
-// Which courses a login may see: those not retired and not expired (by the latest version's
-// expiry) at :now, assigned to "all" while the login exists or to a group it is a current member
-// of. The one place this is decided: every query that filters by visibility uses this text, over
-// courses `c`, with :login and :now parameters.
-constexpr const char* kVisibleToLogin =
+// Whether course `c` is in use at :now: not retired, and not expired by its latest version's
+// expiry. A content mirror may fetch the chunks of such a course, whoever it is assigned to.
+constexpr std::string_view kCourseLive =
     "c.retired_at IS NULL AND coalesce((SELECT lv.expires_at FROM course_versions lv WHERE "
-    "lv.course_id = c.id ORDER BY lv.version DESC LIMIT 1), :now + 1) > :now AND "
+    "lv.course_id = c.id ORDER BY lv.version DESC LIMIT 1), :now + 1) > :now";
+// Whether course `c` is assigned to :login: to "all" while the login exists, or to a group it is
+// a current member of.
+constexpr std::string_view kAssignedToLogin =
     "EXISTS (SELECT 1 FROM course_assignments ca WHERE ca.course_id = c.id AND ("
     "(ca.audience = 'all' AND EXISTS (SELECT 1 FROM users u WHERE u.login = :login)) OR "
     "EXISTS (SELECT 1 FROM channel_members m WHERE m.channel_id = ca.audience AND "
     "m.login = :login AND m.role = 'member' AND m.removed = 0)))";
+// Which courses a login may see: in use and assigned to it. The one place this is decided:
+// every query that filters by visibility uses this text, over courses `c`, with :login and :now
+// parameters.
+const std::string kVisibleToLogin =
+    std::string(kCourseLive) + " AND " + std::string(kAssignedToLogin);
 
 // The course's latest version: its number, manifest text, expiry and whether its chunks are
 // held; version 0 when it has none.
@@ -625,6 +631,25 @@ Result<GcReport> Catalog::collect_garbage(std::chrono::seconds keep, UnixTime no
     ec.clear();
   }
   return report;
+}
+
+Result<bool> Catalog::chunk_live(std::string_view hash, UnixTime now) {
+  if (!protocol::is_sha256_hex(hash))
+    return false;
+  // `admin gc` deletes the version_chunks rows of versions whose chunks it released, so a row
+  // means the file is held.
+  try {
+    SQLite::Statement query(db_,
+                            "SELECT EXISTS (SELECT 1 FROM version_chunks vc JOIN courses c "
+                            "ON c.id = vc.course_id WHERE vc.hash = :hash AND " +
+                                std::string(kCourseLive) + ")");
+    query.bind(":hash", std::string(hash));
+    query.bind(":now", to_unix(now));
+    query.executeStep();
+    return query.getColumn(0).getInt() != 0;
+  } catch (const SQLite::Exception&) {
+    return errc::storage_failed;
+  }
 }
 
 Result<CourseVersionRecord> Catalog::find_version(std::string_view course_id,

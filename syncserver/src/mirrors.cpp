@@ -119,25 +119,4 @@ Result<std::vector<std::string>> Mirrors::urls(std::size_t limit) {
   }
 }
 
-Result<bool> Mirrors::course_chunk_live(std::string_view hash, UnixTime now) {
-  if (!protocol::is_sha256_hex(hash))
-    return false;
-  // The course's latest version carries its expiry (docs/content.md); `admin gc` deletes the
-  // version_chunks rows of versions whose chunks it released, so a row means the file is held.
-  try {
-    SQLite::Statement query(
-        db_,
-        "SELECT EXISTS (SELECT 1 FROM version_chunks vc JOIN courses c ON c.id = vc.course_id "
-        "WHERE vc.hash = :hash AND c.retired_at IS NULL AND "
-        "coalesce((SELECT lv.expires_at FROM course_versions lv WHERE lv.course_id = c.id "
-        "ORDER BY lv.version DESC LIMIT 1), :now + 1) > :now)");
-    query.bind(":hash", std::string(hash));
-    query.bind(":now", to_unix(now));
-    query.executeStep();
-    return query.getColumn(0).getInt() != 0;
-  } catch (const SQLite::Exception&) {
-    return errc::storage_failed;
-  }
-}
-
 }  // namespace kaban::server

@@ -103,6 +103,11 @@ class Catalog {
   /// Where the chunk with this hash (64 lower-case hex digits) is stored: chunks/ab/<hash>.
   std::filesystem::path chunk_path(std::string_view hash) const;
 
+  /// True if `hash` is a chunk of a held version of a course in use at `now` (not retired, not
+  /// expired), whoever it is assigned to: what a content mirror may fetch. False for an unknown
+  /// or malformed hash.
+  Result<bool> chunk_live(std::string_view hash, UnixTime now);
+
   /// Sets who may see the course: "all" or group ids (replacing what was set; a new course is
   /// "all"; a repeated audience counts once). errc::no_such_course, errc::no_such_group (nothing
   /// changed then), errc::invalid_channel for an empty list; `why`, when given, names the course

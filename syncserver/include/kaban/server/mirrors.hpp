@@ -59,9 +59,6 @@ class Mirrors {
   Result<std::optional<Mirror>> find_by_certificate(std::string_view fingerprint);
   /// The URLs of the mirrors in use, oldest first, at most `limit`: what a check-in names.
   Result<std::vector<std::string>> urls(std::size_t limit);
-  /// Whether `hash` is a chunk of a version still held of a course that is neither retired nor
-  /// expired at `now`: what a mirror may fetch, whoever the course is assigned to.
-  Result<bool> course_chunk_live(std::string_view hash, UnixTime now);
 
  private:
   SQLite::Database& db_;
