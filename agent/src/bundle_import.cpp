@@ -288,27 +288,21 @@ Result<ImportReport> import_bundle(Store& store, std::istream& bundle,
   report.chunks_stored = batch.stored_chunks();
   report.bytes_stored = batch.stored_bytes();
 
-  // content_invalid may be another version's (one a sync left with a damaged file): this one
-  // is judged by whether it became readable.
+  // Every chunk of the version is stored, each checked against the signed manifest: completing
+  // it reads nothing back (Library::complete_versions).
   auto ready = library.complete_versions();
-  if (!ready && ready.error() != errc::content_invalid)
-    return ready.error();
-  if (ready)
-    report.made_ready = std::move(ready).value();
+  if (!ready)
+    return store_failed(ready.error());
+  report.made_ready = std::move(ready).value();
 
   KABAN_TRY(courses, library.courses());
   const CourseInfo* now_held = find_course(courses, manifest.course_id);
   if (!now_held || !now_held->ready || now_held->version < manifest.version) {
-    // Every chunk is stored and matched the signed manifest: a file that still fails its
-    // SHA-256 means the manifest contradicts itself.
-    why = "a file of " + manifest.course_id + " version " + std::to_string(manifest.version) +
-          " does not match its signed SHA-256 although each of its chunks does: the server "
-          "signed a course that contradicts itself. Tell IT; a version held before stays "
-          "readable";
-    return errc::content_invalid;
+    why = manifest.course_id + " version " + std::to_string(manifest.version) +
+          " did not become readable although every chunk was stored: the store changed under "
+          "the import. Run `kaban import` again; a version held before stays readable";
+    return errc::storage_failed;
   }
-  if (!ready)
-    report.made_ready.push_back(manifest.course_id + "@" + std::to_string(manifest.version));
   if (now_held->version > manifest.version) {
     report.outcome = ImportOutcome::newer_held;
     report.held_version = now_held->version;

@@ -1232,9 +1232,10 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   }
   auto ready = library.complete_versions();
   if (!ready) {
-    why =
-        "a downloaded file did not match its signed hash; its chunks were discarded and "
-        "the next sync fetches them again";
+    why = "the downloaded course versions could not be made readable in the store (" +
+          ready.error().message() +
+          "); every chunk is kept, and the next `kaban sync` completes them without fetching "
+          "them again";
     return ready.error();
   }
   report.made_ready = std::move(ready).value();

@@ -47,6 +47,8 @@ Result<void> admin_course_expire(const fs::path& dir, std::string_view course_id
   Catalog catalog(*db, dir);
   auto done = in_transaction(*db, [&]() -> Result<PublishedVersion> {
     KABAN_TRY(p, catalog.set_expiry(course_id, expires_at, identity.signing_key, now(), why));
+    if (p.unchanged)
+      return p;
     KABAN_TRYV(record_admin_action(
         *db, "course_expiry_set", course_id,
         {{"version", p.version},
@@ -54,6 +56,11 @@ Result<void> admin_course_expire(const fs::path& dir, std::string_view course_id
     return p;
   });
   KABAN_TRY(published, explain(std::move(done), why));
+  if (published.unchanged) {
+    out << "course " << published.course_id << " version " << published.version << " has "
+        << (expires_at ? "that expiry" : "no expiry") << " already; nothing changed\n";
+    return ok();
+  }
   out << "published " << published.course_id << " version " << published.version
       << " with the same files; ";
   if (!expires_at)

@@ -490,6 +490,15 @@ Result<PublishedVersion> Catalog::set_expiry(std::string_view course_id,
       return errc::course_retired;
     }
     const LatestVersion previous = latest_version(db_, id);
+    const std::optional<std::int64_t> wanted =
+        expires_at ? std::optional<std::int64_t>(to_unix(*expires_at)) : std::nullopt;
+    if (previous.expires_at == wanted) {
+      PublishedVersion same;
+      same.course_id = id;
+      same.version = previous.version;
+      same.unchanged = true;
+      return same;
+    }
     if (!previous.chunks_held) {
       why = "the files of course " + detail::in_quotes(id) +
             " were collected by `admin gc`; publish the course again from its folder";

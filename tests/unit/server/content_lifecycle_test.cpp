@@ -183,6 +183,12 @@ TEST_F(ContentLifecycleTest, AnExpiryIsANewSignedVersionWithTheSameChunks) {
   EXPECT_TRUE(visible(kNow + 49h));
   manifest = protocol::parse_manifest(catalog_->find_version("flood", 0).value().manifest);
   EXPECT_EQ(manifest.value().expires_at, "");
+  // Clearing it again publishes nothing.
+  auto again = catalog_->set_expiry("flood", std::nullopt, identity_->signing_key, kNow + 49h, why);
+  ASSERT_TRUE(again) << why;
+  EXPECT_TRUE(again.value().unchanged);
+  EXPECT_EQ(again.value().version, cleared.value().version);
+  EXPECT_EQ(catalog_->find_version("flood", 0).value().version, cleared.value().version);
 
   ASSERT_TRUE(catalog_->retire("flood", kNow + 50h));
   auto refused = catalog_->set_expiry("flood", kNow + 60h, identity_->signing_key, kNow, why);

@@ -30,6 +30,7 @@ struct PublishedVersion {
   std::size_t new_chunks = 0;     ///< chunks the server did not hold before
   std::size_t reused_chunks = 0;  ///< chunks it already held (from any course)
   bool unretired = false;         ///< the course was retired, and this publish brought it back
+  bool unchanged = false;  ///< set_expiry: the course had this expiry already; nothing published
 };
 
 /// `admin gc` spares a chunk file modified less than this long ago: a publish writes (or renews)
@@ -127,7 +128,9 @@ class Catalog {
   Result<bool> retire(std::string_view course_id, UnixTime now);
 
   /// Publishes the course's latest manifest again as the next version, with `expires_at` set
-  /// (or cleared) and the same files and chunks, signed with `signing_key`. errc::no_such_course,
+  /// (or cleared) and the same files and chunks, signed with `signing_key`; when the latest
+  /// version has that expiry already, publishes nothing and says so (`unchanged`, `version` the
+  /// latest). errc::no_such_course,
   /// errc::course_retired, errc::no_such_version if its chunks were collected (publish it again);
   /// `why` then says so.
   Result<PublishedVersion> set_expiry(std::string_view course_id,
