@@ -656,13 +656,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::StopSignals::install();
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << kProgram << ": " << e.what()
-              << "\n(every process it started was stopped and its work folder removed, unless "
-                 "--keep; no results were printed)\n";
-    return 1;
-  }
+  return bench::run_main(kProgram, run, argc, argv);
 }

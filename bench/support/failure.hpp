@@ -6,6 +6,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <exception>
+#include <iostream>
 #include <stdexcept>
 #include <string>
 
@@ -45,5 +47,19 @@ class StopSignals {
   static_assert(std::atomic<int>::is_always_lock_free, "set from a signal handler");
   inline static std::atomic<int> number_{0};
 };
+
+/// The whole of a benchmark's main(): installs StopSignals, runs `run`, and turns an exception
+/// into one line on stderr naming `program` and exit status 1.
+inline int run_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
+  StopSignals::install();
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << program << ": " << e.what()
+              << "\n(every process it started was stopped and its work folder removed, unless "
+                 "--keep; no results were printed)\n";
+    return 1;
+  }
+}
 
 }  // namespace kaban::bench
