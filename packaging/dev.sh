@@ -7,7 +7,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian 12 packages the build and the tests need. Nothing else is downloaded.
 BUILD_DEPS=(cmake make g++ ccache pkg-config libboost-dev libssl-dev libsqlite3-dev
-  libsqlitecpp-dev nlohmann-json3-dev libgtest-dev libcli11-dev libzip-dev libpugixml-dev sqlite3)
+  libsqlitecpp-dev nlohmann-json3-dev libgtest-dev libcli11-dev libzip-dev libpugixml-dev
+  zlib1g-dev sqlite3)
 # Baselines the benchmarks compare against (the test suite runs a short pass of each; the
 # integration tests also put nginx in front of the server as a chunk cache).
 BENCH_DEPS=(libsqlcipher-dev nginx curl rsync)
