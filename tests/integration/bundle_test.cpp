@@ -12,23 +12,17 @@
 
 #include "child_process.hpp"
 #include "kaban/agent/bundle_import.hpp"
-#include "kaban/agent/device_identity.hpp"
-#include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/agent/guard.hpp"
 #include "kaban/agent/library.hpp"
 #include "kaban/agent/store.hpp"
 #include "kaban/protocol/bundle.hpp"
-#include "kaban/protocol/enrollment_line.hpp"
 #include "kaban/server/admin.hpp"
-#include "kaban/server/api.hpp"
 #include "kaban/server/audit_log.hpp"
 #include "kaban/server/catalog.hpp"
 #include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
-#include "kaban/server/directory.hpp"
 #include "kaban/server/error.hpp"
-#include "kaban/server/http_server.hpp"
 #include "sync_support.hpp"
 #include "test_support.hpp"
 
@@ -37,76 +31,21 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using testing::kFastKdf;
+using testing::CliRun;
+using testing::kTestPin;
+using testing::noise;
 using testing::server_now;
-using testing::TempDir;
 using testing::text_of;
 using testing::write_text;
 
-constexpr const char* kPin = "2468-test-pin";
 constexpr const char* kCourse = "shelter-basics";
 constexpr int kExitBadBundle = 12;  // docs/agent.md, exit codes
 
-// Bytes that differ with the seed: content-defined chunking cuts them into several chunks.
-std::string noise(std::size_t n, std::uint32_t seed) {
-  std::string s(n, '\0');
-  std::uint32_t x = seed * 2654435761u + 7;
-  for (char& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
-struct CliRun {
-  int code = -1;
-  std::string output;  ///< stdout and stderr together
-};
-
-class Bundles : public ::testing::Test {
+class Bundles : public testing::ServerFixture {
  protected:
   void SetUp() override {
-    server_dir_ = tmp_.path() / "server";
-    ASSERT_TRUE(server::init_data_dir(server_dir_, {}));
-    auto identity = server::load_identity(server_dir_);
-    ASSERT_TRUE(identity) << identity.error().message();
-    identity_.emplace(std::move(identity).value());
-    api_.emplace(server_dir_, *identity_);
-    start_server(0);
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_user_add(server_dir_, "aiko", "Aiko Tanaka", out, why);
-    });
-  }
-
-  void TearDown() override { stop_server(); }
-
-  void start_server(std::uint16_t port) {
-    server::HttpServerConfig config;
-    config.listen_host = "127.0.0.1";
-    config.listen_port = port;
-    config.drain_timeout = 2s;
-    server_.emplace(config, identity_->tls_identity(), *api_, [](const std::string&) {});
-    auto started = server_->start();
-    ASSERT_TRUE(started) << started.error().message();
-    port_ = server_->port();
-  }
-
-  void stop_server() {
-    if (server_)
-      server_->stop();
-    server_.reset();
-  }
-
-  // Runs an admin function as `kaban-server admin` would; its output.
-  template <typename F>
-  std::string admin(F&& f) {
-    std::ostringstream out;
-    std::string why;
-    const Result<void> r = f(out, why);
-    EXPECT_TRUE(r) << why << " (" << (r ? "" : r.error().message()) << ")";
-    return out.str();
+    ASSERT_NO_FATAL_FAILURE(ServerFixture::SetUp());
+    add_user("aiko", "Aiko Tanaka");
   }
 
   // Publishes course `kCourse` on the server of `dir`: lesson "intro" (intro.html, the text
@@ -120,9 +59,7 @@ class Bundles : public ::testing::Test {
       "lessons": [{"id": "intro", "title": "Before the doors open", "kind": "html",
                    "duration_minutes": 10, "files": ["intro.html"]},
                   {"id": "map", "title": "Floor map", "kind": "pdf", "files": ["map.pdf"]}]})");
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_course_publish(dir, folder, out, why);
-    });
+    ServerFixture::publish(folder, dir);
     return intro_text;
   }
 
@@ -138,39 +75,16 @@ class Bundles : public ::testing::Test {
   }
 
   // Enrolls a device of aiko's (the only step that needs the server) and closes its store.
-  fs::path enroll(const std::string& name) {
-    auto db = server::open_database(server_dir_);
-    EXPECT_TRUE(db);
-    server::Directory directory(*db.value());
-    auto code = directory.create_enroll_code("aiko", 1h, server_now());
-    EXPECT_TRUE(code);
-    const protocol::EnrollmentLine line{"127.0.0.1", port_, code ? code.value() : "",
-                                        identity_->ca_fingerprint};
-    std::string why;
-    auto identity = agent::request_enrollment(line, {}, why);
-    EXPECT_TRUE(identity) << why;
-    const fs::path dir = tmp_.path() / name;
-    auto done = agent::complete_enrollment(dir, identity.value(), kPin, kFastKdf);
-    EXPECT_TRUE(done) << done.error().message();
-    return dir;
-  }
+  fs::path enroll(const std::string& name) { return enroll_device("aiko", name).dir; }
 
   CliRun kaban(const fs::path& device, std::vector<std::string> args) {
-    const fs::path out = tmp_.path() / ("cli-" + std::to_string(++runs_) + ".out");
-    args.insert(args.begin(), {"--data-dir", device.string()});
-    const pid_t pid = testing::spawn_process(
-        KABAN_AGENT_BIN, args, {"KABAN_PIN=" + std::string(kPin), "HOME=" + tmp_.path().string()},
-        out);
-    EXPECT_GT(pid, 0);
-    const auto code = testing::wait_exit_for(pid, 60s);
-    EXPECT_TRUE(code) << "kaban hung";
-    return {code ? *code : -1, text_of(out)};
+    return run_cli(KABAN_AGENT_BIN, device, std::move(args));
   }
 
   // The device's store, opened as the CLI opens it.
   agent::Store open_store(const fs::path& device) {
     std::string why;
-    auto opened = agent::open_guarded(device, kPin, agent::read_clock_now(), why);
+    auto opened = agent::open_guarded(device, kTestPin, agent::read_clock_now(), why);
     EXPECT_TRUE(opened) << why;
     return std::move(opened).value();
   }
@@ -186,14 +100,7 @@ class Bundles : public ::testing::Test {
     return 0;
   }
 
-  TempDir tmp_;
-  fs::path server_dir_;
-  std::optional<server::ServerIdentity> identity_;
-  std::optional<server::Api> api_;
-  std::optional<server::HttpsServer> server_;
-  std::uint16_t port_ = 0;
   int folders_ = 0;
-  int runs_ = 0;
 };
 
 bool says(const std::string& text, std::string_view words) {
@@ -204,7 +111,6 @@ TEST_F(Bundles, ACourseImportedOfflineReadsAsIfSyncedAndASyncFetchesNoneOfIt) {
   const std::string intro = publish(server_dir_, "<h1>Doors</h1>" + noise(300'000, 1), 120'000);
   const fs::path device = enroll("aiko-laptop");
   const fs::path file = bundle(server_dir_, "shelter-basics.kbundle");
-  const std::uint16_t port = port_;
   stop_server();
 
   const CliRun imported = kaban(device, {"import", file.string()});
@@ -235,7 +141,7 @@ TEST_F(Bundles, ACourseImportedOfflineReadsAsIfSyncedAndASyncFetchesNoneOfIt) {
   }
 
   // The network comes back: the course feed brings version 1, which the device already holds.
-  start_server(port);
+  start_server(port_);
   const CliRun synced = kaban(device, {"sync"});
   ASSERT_EQ(synced.code, 0) << synced.output;
   EXPECT_TRUE(says(synced.output, "0 new course versions, 0 chunks (0 B) downloaded"))
@@ -347,11 +253,7 @@ TEST_F(Bundles, ANewerVersionReplacesTheOlderAndADamagedOneLeavesTheOlderReadabl
 }
 
 TEST_F(Bundles, AnImportThatWouldPassTheStorageLimitIsRefusedBeforeAnyChunkIsStored) {
-  admin([&](std::ostream& out, std::string& why) {
-    const fs::path policy = tmp_.path() / "policy.json";
-    write_text(policy, R"({"max_cache_mb": 1})");
-    return server::admin_policy_set(server_dir_, policy, "", out, why);
-  });
+  set_policy(R"({"max_cache_mb": 1})");
   publish(server_dir_, "<h1>Big</h1>" + noise(1'200'000, 4), 1000);
   const fs::path file = bundle(server_dir_, "big.kbundle");
   const fs::path device = enroll("aiko-laptop");
@@ -368,11 +270,7 @@ TEST_F(Bundles, AnImportThatWouldPassTheStorageLimitIsRefusedBeforeAnyChunkIsSto
 
 // Importing gives content: a device the policy blocks from reading courses imports none.
 TEST_F(Bundles, ADeviceBlockedOfflineImportsNothing) {
-  admin([&](std::ostream& out, std::string& why) {
-    const fs::path policy = tmp_.path() / "policy.json";
-    write_text(policy, R"({"offline_block_minutes": 60})");
-    return server::admin_policy_set(server_dir_, policy, "", out, why);
-  });
+  set_policy(R"({"offline_block_minutes": 60})");
   publish(server_dir_, "<h1>Doors</h1>", 1000);
   const fs::path file = bundle(server_dir_, "course.kbundle");
   const fs::path device = enroll("aiko-laptop");

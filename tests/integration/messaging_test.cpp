@@ -14,7 +14,6 @@
 
 #include "kaban/agent/attachments.hpp"
 #include "kaban/agent/device_identity.hpp"
-#include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
 #include "kaban/agent/https_client.hpp"
 #include "kaban/agent/learning_log.hpp"
@@ -23,11 +22,6 @@
 #include "kaban/agent/outbox.hpp"
 #include "kaban/agent/store.hpp"
 #include "kaban/agent/sync.hpp"
-#include "kaban/protocol/enrollment_line.hpp"
-#include "kaban/server/api.hpp"
-#include "kaban/server/catalog.hpp"
-#include "kaban/server/course_folder.hpp"
-#include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/http_server.hpp"
@@ -40,13 +34,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using testing::kFastKdf;
 using testing::server_now;
-using testing::TempDir;
 using testing::unix_now;
 using testing::write_text;
-
-constexpr const char* kPin = "2468-test-pin";
 
 // Passes requests to the real Api; chunk requests can be slowed down so a download lasts long
 // enough for something to happen meanwhile.
@@ -103,24 +93,13 @@ class SlowChunks final : public server::Router {
 };
 
 // One enrolled device: its store and the person it belongs to.
-struct Device {
-  std::optional<agent::Store> store;
-  std::string login;
-  std::string name;
-
-  agent::Messages messages() { return agent::Messages(*store, login, name); }
+struct Device : testing::TestDevice {
+  agent::Messages messages() { return agent::Messages(*store, login, user_name); }
   agent::Outbox outbox() { return agent::Outbox(*store); }
   agent::LearningLog log() {
     auto identity = agent::load_identity(*store);
     EXPECT_TRUE(identity);
     return agent::LearningLog(*store, agent::learner_of(identity.value()));
-  }
-
-  agent::SyncReport sync(agent::SyncOptions options = {}) {
-    std::string why;
-    auto report = agent::sync(*store, options, why);
-    EXPECT_TRUE(report) << login << ": " << why << " (" << report.error().message() << ")";
-    return report ? report.value() : agent::SyncReport{};
   }
 
   // A bare client with this device's certificate, for requests the agent would not make.
@@ -135,31 +114,19 @@ struct Device {
   }
 };
 
-class Messaging : public ::testing::Test {
+class Messaging : public testing::ServerFixture {
  protected:
   void SetUp() override {
-    server_dir_ = tmp_.path() / "server";
-    ASSERT_TRUE(server::init_data_dir(server_dir_, {}));
-    auto identity = server::load_identity(server_dir_);
-    ASSERT_TRUE(identity) << identity.error().message();
-    identity_.emplace(std::move(identity).value());
-    api_.emplace(server_dir_, *identity_);
+    ASSERT_NO_FATAL_FAILURE(init_server());
     router_.emplace(*api_);
-    server::HttpServerConfig config;
-    config.listen_host = "127.0.0.1";
-    config.listen_port = 0;
-    config.drain_timeout = 2s;
-    server_.emplace(config, identity_->tls_identity(), *router_, [](const std::string&) {});
-    auto started = server_->start();
-    ASSERT_TRUE(started) << started.error().message();
-    port_ = server_->port();
+    serve_through(*router_);
+    ASSERT_NO_FATAL_FAILURE(start_server());
 
     auto db = server::open_database(server_dir_);
     ASSERT_TRUE(db);
     db_ = std::move(db).value();
-    server::Directory directory(*db_);
-    ASSERT_TRUE(directory.add_user("aiko", "Aiko Tanaka", server_now()));
-    ASSERT_TRUE(directory.add_user("ken", "Ken Sato", server_now()));
+    add_user("aiko", "Aiko Tanaka");
+    add_user("ken", "Ken Sato");
     std::string why;
     server::Messaging messaging(*db_);
     ASSERT_TRUE(messaging.add_channel("team-a", "Team A", server_now(), why)) << why;
@@ -167,28 +134,10 @@ class Messaging : public ::testing::Test {
     ASSERT_TRUE(messaging.add_members("team-a", both, server_now(), why)) << why;
   }
 
-  void TearDown() override {
-    if (server_)
-      server_->stop();
-  }
-
+  // A device of `login`'s, its store open.
   Device enroll(const std::string& login, const std::string& device) {
-    server::Directory directory(*db_);
-    auto code = directory.create_enroll_code(login, 1h, server_now());
-    EXPECT_TRUE(code);
-    const protocol::EnrollmentLine line{"127.0.0.1", port_, code ? code.value() : "",
-                                        identity_->ca_fingerprint};
-    std::string why;
-    auto identity = agent::request_enrollment(line, {}, why);
-    EXPECT_TRUE(identity) << why;
-    const fs::path dir = tmp_.path() / device;
-    EXPECT_TRUE(agent::complete_enrollment(dir, identity.value(), kPin, kFastKdf));
-    auto store = agent::Store::open(dir, kPin);
-    EXPECT_TRUE(store);
-    Device d;
-    d.store.emplace(std::move(store).value());
-    d.login = identity.value().login;
-    d.name = identity.value().user_name;
+    Device d{enroll_device(login, device)};
+    d.open_store();
     return d;
   }
 
@@ -230,20 +179,10 @@ class Messaging : public ::testing::Test {
     write_text(dir / "course.json",
                R"({"id": "shelter", "title": "Opening a shelter",
       "lessons": [{"id": "drill", "title": "Drill", "kind": "video", "files": ["media/drill.mp4"]}]})");
-    std::string why;
-    auto course = server::read_course_folder(dir, why);
-    ASSERT_TRUE(course) << why;
-    server::Catalog catalog(*db_, server_dir_);
-    ASSERT_TRUE(catalog.publish(course.value(), identity_->signing_key, server_now(), why)) << why;
+    publish(dir);
   }
 
-  TempDir tmp_;
-  fs::path server_dir_;
-  std::optional<server::ServerIdentity> identity_;
-  std::optional<server::Api> api_;
   std::optional<SlowChunks> router_;
-  std::optional<server::HttpsServer> server_;
-  std::uint16_t port_ = 0;
   std::unique_ptr<SQLite::Database> db_;
 };
 

@@ -24,22 +24,16 @@
 #include <nlohmann/json.hpp>
 
 #include "child_process.hpp"
-#include "kaban/agent/device_identity.hpp"
-#include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
-#include "kaban/agent/guard.hpp"
 #include "kaban/agent/https_client.hpp"
 #include "kaban/agent/library.hpp"
 #include "kaban/agent/store.hpp"
 #include "kaban/agent/sync.hpp"
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/crypto/x509.hpp"
-#include "kaban/protocol/enrollment_line.hpp"
 #include "kaban/server/admin.hpp"
-#include "kaban/server/api.hpp"
 #include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
-#include "kaban/server/directory.hpp"
 #include "kaban/server/http_server.hpp"
 #include "sync_support.hpp"
 #include "test_pki.hpp"
@@ -50,13 +44,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using testing::kFastKdf;
-using testing::server_now;
-using testing::TempDir;
+using testing::kTestPin;
+using testing::noise;
 using testing::text_of;
 using testing::write_text;
 
-constexpr const char* kPin = "2468-test-pin";
 constexpr const char* kNginx = "/usr/sbin/nginx";
 constexpr const char* kCourse = "shelter-basics";
 constexpr const char* kLessonFile = "lesson.html";
@@ -261,24 +253,7 @@ class FakeMirror final : public server::Router {
 };
 
 // One enrolled device, opened as the CLI opens it.
-struct Device {
-  fs::path dir;
-  std::optional<agent::Store> store;
-
-  void open() {
-    std::string why;
-    auto opened = agent::open_guarded(dir, kPin, agent::read_clock_now(), why);
-    ASSERT_TRUE(opened) << why;
-    store.emplace(std::move(opened).value());
-  }
-
-  agent::SyncReport sync() {
-    std::string why;
-    auto report = agent::sync(*store, {}, why);
-    EXPECT_TRUE(report) << why << " (" << report.error().message() << ")";
-    return report ? std::move(report).value() : agent::SyncReport{};
-  }
-
+struct Device : testing::TestDevice {
   // The lesson file as the device reads it offline.
   std::string lesson() {
     agent::Library library(*store);
@@ -292,45 +267,17 @@ struct Device {
   }
 
   // A connection with this device's certificate to 127.0.0.1:`port` (the mirror).
-  agent::HttpsClient client_to(std::uint16_t port) {
-    auto identity = agent::load_identity(*store);
-    EXPECT_TRUE(identity);
-    agent::HttpsClientConfig config;
-    config.host = "127.0.0.1";
-    config.port = port;
-    crypto::TlsClientTrust trust;
-    trust.ca_pem = identity.value().ca_pem;
-    crypto::TlsClientIdentity me{
-        identity.value().certificate_pem,
-        crypto::SecretKey::from_bytes(identity.value().private_key_pem.bytes())};
-    return agent::HttpsClient(std::move(config), std::move(trust), std::move(me));
-  }
+  agent::HttpsClient client_to(std::uint16_t port) { return testing::device_client(*store, port); }
 };
 
-class Mirror : public ::testing::Test {
+class Mirror : public testing::ServerFixture {
  protected:
   void SetUp() override {
     if (::access(kNginx, X_OK) != 0)
       GTEST_SKIP() << kNginx << " is not installed (Debian package nginx)";
-    server_dir_ = tmp_.path() / "server";
-    ASSERT_TRUE(server::init_data_dir(server_dir_, {}));
-    auto identity = server::load_identity(server_dir_);
-    ASSERT_TRUE(identity);
-    identity_.emplace(std::move(identity).value());
-    api_.emplace(server_dir_, *identity_);
-    server::HttpServerConfig config;
-    config.listen_port = 0;
-    config.drain_timeout = 2s;
-    server_.emplace(config, identity_->tls_identity(), *api_, [this](const std::string& line) {
-      std::lock_guard lock(log_mutex_);
-      log_.push_back(nlohmann::json::parse(line, nullptr, false));
-    });
-    ASSERT_TRUE(server_->start());
-    port_ = server_->port();
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_user_add(server_dir_, "aiko", "Aiko Tanaka", out, why);
-    });
-    publish();
+    ASSERT_NO_FATAL_FAILURE(ServerFixture::SetUp());
+    add_user("aiko", "Aiko Tanaka");
+    publish_lesson();
 
     mirror_port_ = free_port();
     ASSERT_NE(mirror_port_, 0);
@@ -352,38 +299,19 @@ class Mirror : public ::testing::Test {
     if (HasFailure() && nginx_)
       std::cerr << "nginx's error log:\n" << nginx_->error_log();
     nginx_.reset();
-    if (server_)
-      server_->stop();
-  }
-
-  template <typename F>
-  std::string admin(F&& f) {
-    std::ostringstream out;
-    std::string why;
-    const Result<void> r = f(out, why);
-    EXPECT_TRUE(r) << why;
-    return out.str();
+    ServerFixture::TearDown();
   }
 
   // One lesson of pseudo-random bytes: some fifteen chunks of about 64 KiB.
-  void publish() {
+  void publish_lesson() {
     const fs::path dir = tmp_.path() / "course";
-    lesson_.assign(1024 * 1024, '\0');
-    std::uint32_t x = 2463534242u;
-    for (char& c : lesson_) {
-      x ^= x << 13;
-      x ^= x >> 17;
-      x ^= x << 5;
-      c = static_cast<char>(x);
-    }
+    lesson_ = noise(1024 * 1024, 1);
     write_text(dir / kLessonFile, lesson_);
     write_text(dir / "course.json", R"({"id": ")" + std::string(kCourse) +
                                         R"(", "title": "Opening a shelter", "lessons": [{"id":
         "intro", "title": "Intro", "kind": "html", "files": [")" +
                                         kLessonFile + R"("]}]})");
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_course_publish(server_dir_, dir, out, why);
-    });
+    publish(dir);
     auto db = server::open_database(server_dir_);
     ASSERT_TRUE(db);
     chunks_ = static_cast<std::size_t>(
@@ -391,29 +319,18 @@ class Mirror : public ::testing::Test {
     ASSERT_GT(chunks_, 8u);
   }
 
+  // A device of aiko's, its store open.
   Device enroll(const std::string& name) {
-    auto db = server::open_database(server_dir_);
-    EXPECT_TRUE(db);
-    server::Directory directory(*db.value());
-    auto code = directory.create_enroll_code("aiko", 1h, server_now());
-    EXPECT_TRUE(code);
-    const protocol::EnrollmentLine line{"127.0.0.1", port_, code ? code.value() : "",
-                                        identity_->ca_fingerprint};
-    std::string why;
-    auto identity = agent::request_enrollment(line, {}, why);
-    EXPECT_TRUE(identity) << why;
-    Device d;
-    d.dir = tmp_.path() / name;
-    EXPECT_TRUE(agent::complete_enrollment(d.dir, identity.value(), kPin, kFastKdf));
+    Device d{enroll_device("aiko", name)};
     d.open();
     return d;
   }
 
   // Chunk requests the server answered 200, by caller ("mirror:ward3" or a device id).
   std::map<std::string, std::size_t> chunks_served() {
-    std::lock_guard lock(log_mutex_);
     std::map<std::string, std::size_t> served;
-    for (const auto& line : log_) {
+    for (const std::string& text : server_log_lines()) {
+      const nlohmann::json line = nlohmann::json::parse(text, nullptr, false);
       if (line.is_object() && line.value("endpoint", "") == kChunkEndpoint &&
           line.value("status", 0) == 200)
         ++served[line.value("device", "")];
@@ -427,16 +344,6 @@ class Mirror : public ::testing::Test {
     return it == served.end() ? 0 : it->second;
   }
 
-  std::string device_id(const Device& d) { return agent::load_guard(d.dir).value().device_id; }
-
-  TempDir tmp_;
-  fs::path server_dir_;
-  std::optional<server::ServerIdentity> identity_;
-  std::optional<server::Api> api_;
-  std::optional<server::HttpsServer> server_;
-  std::uint16_t port_ = 0;
-  std::mutex log_mutex_;
-  std::vector<nlohmann::json> log_;
   std::string lesson_;
   std::size_t chunks_ = 0;
   std::uint16_t mirror_port_ = 0;
@@ -459,7 +366,7 @@ TEST_F(Mirror, ACourseCrossesToTheServerOnceAndTheSecondDeviceIsServedFromTheCac
   EXPECT_EQ(first.lesson(), lesson_);
   // The server served each chunk once, to the mirror; none to the device itself.
   EXPECT_EQ(chunks_served_to(kFromMirror), chunks_);
-  EXPECT_EQ(chunks_served_to(device_id(first)), 0u);
+  EXPECT_EQ(chunks_served_to(first.device_id()), 0u);
   EXPECT_EQ(nginx_->count("200 MISS"), chunks_);
 
   Device second = enroll("second");
@@ -467,7 +374,7 @@ TEST_F(Mirror, ACourseCrossesToTheServerOnceAndTheSecondDeviceIsServedFromTheCac
   EXPECT_EQ(again.chunks_from_mirror, chunks_);
   EXPECT_EQ(second.lesson(), lesson_);
   EXPECT_EQ(chunks_served_to(kFromMirror), chunks_) << "every chunk was a cache hit";
-  EXPECT_EQ(chunks_served_to(device_id(second)), 0u);
+  EXPECT_EQ(chunks_served_to(second.device_id()), 0u);
   EXPECT_EQ(nginx_->count("200 HIT"), chunks_);
 }
 
@@ -501,7 +408,7 @@ TEST_F(Mirror, NginxRefusesACertificateFromAnotherCaAndOneOfARevokedDeviceWithTh
   // without the revocation list...
   Device ken = enroll("ken");
   admin([&](std::ostream& out, std::string& why) {
-    return server::admin_device_revoke(server_dir_, device_id(ken), out, why);
+    return server::admin_device_revoke(server_dir_, ken.device_id(), out, why);
   });
   auto before = ken.client_to(mirror_port_).request("GET", target);
   ASSERT_TRUE(before);
@@ -538,20 +445,14 @@ TEST_F(Mirror, AMirrorThatIsDownCostsTheDeviceOnlyALine) {
   EXPECT_NE(report.mirror_fallback.find("from the server"), std::string::npos)
       << report.mirror_fallback;
   EXPECT_EQ(aiko.lesson(), lesson_);
-  EXPECT_EQ(chunks_served_to(device_id(aiko)), chunks_);
+  EXPECT_EQ(chunks_served_to(aiko.device_id()), chunks_);
 
   // The CLI says so in one line.
   Device ken = enroll("ken");
   ken.store.reset();
-  const fs::path out = tmp_.path() / "sync.out";
-  const pid_t pid = testing::spawn_process(
-      KABAN_AGENT_BIN, {"--data-dir", ken.dir.string(), "sync"},
-      {"KABAN_PIN=" + std::string(kPin), "HOME=" + tmp_.path().string()}, out);
-  ASSERT_GT(pid, 0);
-  const auto code = testing::wait_exit_for(pid, 60s);
-  ASSERT_TRUE(code);
-  const std::string said = text_of(out);
-  EXPECT_EQ(*code, 0) << said;
+  const testing::CliRun run = run_cli(KABAN_AGENT_BIN, ken.dir, {"sync"});
+  const std::string& said = run.output;
+  EXPECT_EQ(run.code, 0) << said;
   std::size_t lines = 0;
   std::istringstream in(said);
   for (std::string line; std::getline(in, line);) {
@@ -575,7 +476,7 @@ TEST_F(Mirror, AMirrorThatFailsHalfWayLeavesTheRestToTheServer) {
   EXPECT_NE(report.mirror_fallback.find("the remaining chunks came from the server"),
             std::string::npos)
       << report.mirror_fallback;
-  EXPECT_EQ(chunks_served_to(device_id(aiko)), chunks_ - 4);
+  EXPECT_EQ(chunks_served_to(aiko.device_id()), chunks_ - 4);
   EXPECT_EQ(aiko.lesson(), lesson_);
 }
 
@@ -600,7 +501,7 @@ TEST_F(Mirror, AChunkDamagedInTheCacheIsFetchedAgainFromTheServer) {
   EXPECT_EQ(report.chunks_from_mirror, chunks_ - 1);
   EXPECT_TRUE(report.mirror_fallback.empty()) << "one bad copy does not condemn the mirror";
   EXPECT_EQ(second.lesson(), lesson_) << "byte-identical";
-  EXPECT_EQ(chunks_served_to(device_id(second)), 1u);
+  EXPECT_EQ(chunks_served_to(second.device_id()), 1u);
   EXPECT_EQ(chunks_served_to(kFromMirror), chunks_);
 }
 
@@ -623,7 +524,7 @@ TEST_F(Mirror, AChunkDamagedAtTheMirrorAndAtTheServerStopsTheSyncKeepingTheRest)
   EXPECT_NE(why.find(chunk.substr(0, 12)), std::string::npos) << why;
   EXPECT_NE(why.find("content mirror " + mirror_url_ + " and from the server"), std::string::npos)
       << why;
-  EXPECT_EQ(chunks_served_to(device_id(aiko)), 1u) << "the server was asked once, not more";
+  EXPECT_EQ(chunks_served_to(aiko.device_id()), 1u) << "the server was asked once, not more";
   agent::Library library(*aiko.store);
   auto missing = library.missing_chunks();
   ASSERT_TRUE(missing);

@@ -10,7 +10,6 @@
 #include <sstream>
 #include <thread>
 
-#include "child_process.hpp"
 #include "kaban/agent/device_identity.hpp"
 #include "kaban/agent/enroll.hpp"
 #include "kaban/agent/error.hpp"
@@ -24,13 +23,8 @@
 #include "kaban/crypto/x509.hpp"
 #include "kaban/protocol/enrollment_line.hpp"
 #include "kaban/server/admin.hpp"
-#include "kaban/server/api.hpp"
-#include "kaban/server/catalog.hpp"
-#include "kaban/server/course_folder.hpp"
-#include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
-#include "kaban/server/http_server.hpp"
 #include "kaban/server/messaging.hpp"
 #include "sync_support.hpp"
 #include "test_support.hpp"
@@ -40,49 +34,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using testing::kFastKdf;
+using testing::kTestPin;
+using testing::noise;
 using testing::server_now;
-using testing::TempDir;
 using testing::unix_now;
 using testing::write_text;
 
-constexpr const char* kPin = "2468-test-pin";
-
 // One enrolled device, opened the way the CLI opens it: through the guard.
-struct Device {
-  fs::path dir;
-  std::optional<agent::Store> store;
-  std::string login;
-
-  void open() {
-    std::string why;
-    auto opened = agent::open_guarded(dir, kPin, agent::read_clock_now(), why);
-    ASSERT_TRUE(opened) << why << " (" << opened.error().message() << ")";
-    store.emplace(std::move(opened).value());
-  }
-  void close() { store.reset(); }
-
-  // A sync that is expected to succeed.
-  agent::SyncReport sync(agent::SyncOptions options = {}) {
-    std::string why;
-    auto report = agent::sync(*store, options, why);
-    EXPECT_TRUE(report) << login << ": " << why << " (" << report.error().message() << ")";
-    return report ? report.value() : agent::SyncReport{};
-  }
-  // A sync that is expected to fail: its error and `why`.
-  std::pair<std::error_code, std::string> failing_sync() {
-    std::string why;
-    auto report = agent::sync(*store, {}, why);
-    EXPECT_FALSE(report) << login << ": the sync should have failed";
-    return {report ? std::error_code{} : report.error(), why};
-  }
-
-  agent::GuardState guard() const {
-    auto state = agent::load_guard(dir);
-    EXPECT_TRUE(state) << state.error().message();
-    return state ? state.value() : agent::GuardState{};
-  }
-
+struct Device : testing::TestDevice {
   std::vector<std::string> course_ids() {
     agent::Library library(*store);
     auto courses = library.courses();
@@ -93,103 +52,34 @@ struct Device {
     return ids;
   }
 
-  std::string device_id() const { return guard().device_id; }
-
   // A request with this device's certificate, for what the agent itself would not ask.
   Result<agent::HttpsResponse> raw_get(const std::string& target) {
     return testing::device_client(*store).request("GET", target);
   }
 };
 
-class Policy : public ::testing::Test {
+class Policy : public testing::ServerFixture {
  protected:
   void SetUp() override {
-    server_dir_ = tmp_.path() / "server";
-    ASSERT_TRUE(server::init_data_dir(server_dir_, {}));
-    auto identity = server::load_identity(server_dir_);
-    ASSERT_TRUE(identity) << identity.error().message();
-    identity_.emplace(std::move(identity).value());
-    api_.emplace(server_dir_, *identity_);
-    server::HttpServerConfig config;
-    config.listen_host = "127.0.0.1";
-    config.listen_port = 0;
-    config.drain_timeout = 2s;
-    server_.emplace(config, identity_->tls_identity(), *api_, [this](const std::string& line) {
-      std::lock_guard lock(log_mutex_);
-      log_ += line + "\n";
-    });
-    auto started = server_->start();
-    ASSERT_TRUE(started) << started.error().message();
-    port_ = server_->port();
-
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_user_add(server_dir_, "aiko", "Aiko Tanaka", out, why);
-    });
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_user_add(server_dir_, "ken", "Ken Sato", out, why);
-    });
+    ASSERT_NO_FATAL_FAILURE(ServerFixture::SetUp());
+    add_user("aiko", "Aiko Tanaka");
+    add_user("ken", "Ken Sato");
     publish_course("shelter-basics", "Opening a shelter");
-  }
-
-  void TearDown() override {
-    if (server_)
-      server_->stop();
-  }
-
-  // Runs an admin function as `kaban-server admin` would; its output.
-  template <typename F>
-  std::string admin(F&& f) {
-    std::ostringstream out;
-    std::string why;
-    const Result<void> r = f(out, why);
-    EXPECT_TRUE(r) << why << " (" << (r ? "" : r.error().message()) << ")";
-    return out.str();
-  }
-
-  void set_policy(const std::string& json, const std::string& group = "") {
-    const fs::path file = tmp_.path() / ("policy-" + std::to_string(++policies_) + ".json");
-    write_text(file, json);
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_policy_set(server_dir_, file, group, out, why);
-    });
   }
 
   // A course of one lesson; `padding` bytes of noise make it as big as a test needs.
   void publish_course(const std::string& id, const std::string& title, std::size_t padding = 0) {
     const fs::path dir = tmp_.path() / ("course-" + id);
-    std::string noise(padding, '\0');
-    std::uint32_t x = 2463534242u;
-    for (char& c : noise) {
-      x ^= x << 13;
-      x ^= x >> 17;
-      x ^= x << 5;
-      c = static_cast<char>(x);
-    }
-    write_text(dir / "lesson.html", "<h1>" + title + "</h1><!--" + noise + "-->");
+    write_text(dir / "lesson.html", "<h1>" + title + "</h1><!--" + noise(padding, 1) + "-->");
     write_text(dir / "course.json", R"({"id": ")" + id + R"(", "title": ")" + title +
                                         R"(", "lessons": [{"id": "intro", "title": "Intro",
         "kind": "html", "files": ["lesson.html"]}]})");
-    admin([&](std::ostream& out, std::string& why) {
-      return server::admin_course_publish(server_dir_, dir, out, why);
-    });
+    publish(dir);
   }
 
+  // A device of `login`'s, its store open.
   Device enroll(const std::string& login, const std::string& name) {
-    auto db = server::open_database(server_dir_);
-    EXPECT_TRUE(db);
-    server::Directory directory(*db.value());
-    auto code = directory.create_enroll_code(login, 1h, server_now());
-    EXPECT_TRUE(code);
-    const protocol::EnrollmentLine line{"127.0.0.1", port_, code ? code.value() : "",
-                                        identity_->ca_fingerprint};
-    std::string why;
-    auto identity = agent::request_enrollment(line, {}, why);
-    EXPECT_TRUE(identity) << why;
-    Device d;
-    d.dir = tmp_.path() / name;
-    d.login = login;
-    auto done = agent::complete_enrollment(d.dir, identity.value(), kPin, kFastKdf);
-    EXPECT_TRUE(done) << done.error().message();
+    Device d{enroll_device(login, name)};
     d.open();
     return d;
   }
@@ -203,21 +93,6 @@ class Policy : public ::testing::Test {
     EXPECT_TRUE(found && found.value());
     return found && found.value() ? *found.value() : server::Device{};
   }
-
-  std::string server_log() {
-    std::lock_guard lock(log_mutex_);
-    return log_;
-  }
-
-  TempDir tmp_;
-  fs::path server_dir_;
-  std::optional<server::ServerIdentity> identity_;
-  std::optional<server::Api> api_;
-  std::optional<server::HttpsServer> server_;
-  std::uint16_t port_ = 0;
-  int policies_ = 0;
-  std::mutex log_mutex_;
-  std::string log_;
 };
 
 TEST_F(Policy, ABlockedDeviceGetsOnlyThePolicyAndMessagesFromIt) {
@@ -328,7 +203,7 @@ TEST_F(Policy, TheLeaseFollowsTheOfflineSettingsAndTheAgentObeysItWithoutANetwor
   ASSERT_TRUE(agent::update_guard(
       aiko.dir, [&](agent::GuardState& s) { s.high_water = lease->wipe_after + 1; }));
   std::string wiped_why;
-  auto opened = agent::open_guarded(aiko.dir, kPin, agent::read_clock_now(), wiped_why);
+  auto opened = agent::open_guarded(aiko.dir, kTestPin, agent::read_clock_now(), wiped_why);
   ASSERT_FALSE(opened);
   EXPECT_EQ(opened.error(), agent::errc::device_wiped);
   EXPECT_FALSE(agent::Store::exists(aiko.dir));
@@ -423,7 +298,7 @@ TEST_F(Policy, ALostPhoneIsWipedAtItsNextCheckInAndSaysSo) {
   });
   EXPECT_EQ(listing.find("\"pending\""), std::string::npos) << listing;
   std::string open_why;
-  auto again = agent::open_guarded(aiko.dir, kPin, agent::read_clock_now(), open_why);
+  auto again = agent::open_guarded(aiko.dir, kTestPin, agent::read_clock_now(), open_why);
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error(), agent::errc::device_wiped);
 }
@@ -439,7 +314,7 @@ TEST_F(Policy, ALockedDeviceRefusesItsPinUntilTheUnlockCodeFromIt) {
   EXPECT_EQ(error, agent::errc::device_locked) << sync_why;
   aiko.close();
   std::string open_why;
-  auto refused = agent::open_guarded(aiko.dir, kPin, agent::read_clock_now(), open_why);
+  auto refused = agent::open_guarded(aiko.dir, kTestPin, agent::read_clock_now(), open_why);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error(), agent::errc::device_locked) << "the right PIN is not even tried";
   EXPECT_NE(server_device(id).locked_at, 0) << "the lock was acknowledged";
@@ -514,8 +389,8 @@ TEST_F(Policy, ARevokedDeviceIsRefusedInTheHandshakeAndOthersAreNot) {
   EXPECT_NE(why.find("revoked"), std::string::npos) << why;
   // Refused in the handshake, before any HTTP: the server logged a connection error naming the
   // revocation, and no request of the revoked device was answered (no 403 device_revoked).
+  EXPECT_TRUE(server_logged("revoked")) << server_log();
   const std::string log = server_log();
-  EXPECT_NE(log.find("revoked"), std::string::npos) << log;
   EXPECT_EQ(log.find("\"status\":403"), std::string::npos) << log;
   EXPECT_EQ(ken.sync().verdict, protocol::Verdict::compliant);
 }
@@ -641,18 +516,12 @@ TEST_F(Policy, TheCliWritesNoLessonFileOutWhenThePolicyForbidsExport) {
   Device aiko = enroll("aiko", "aiko-laptop");
   aiko.sync();
   aiko.close();
-  const fs::path out = tmp_.path() / "cli.out";
   const fs::path exported = tmp_.path() / "exported.html";
-  const pid_t pid = testing::spawn_process(
-      KABAN_AGENT_BIN,
-      {"--data-dir", aiko.dir.string(), "open", "shelter-basics/intro", "--out", exported.string()},
-      {"KABAN_PIN=" + std::string(kPin), "HOME=" + tmp_.path().string()}, out);
-  ASSERT_GT(pid, 0);
-  const auto code = testing::wait_exit_for(pid, 30s);
-  ASSERT_TRUE(code);
-  EXPECT_NE(*code, 0);
+  const testing::CliRun run = run_cli(
+      KABAN_AGENT_BIN, aiko.dir, {"open", "shelter-basics/intro", "--out", exported.string()}, 30s);
+  EXPECT_NE(run.code, 0);
   EXPECT_FALSE(fs::exists(exported));
-  const std::string said = testing::text_of(out);
+  const std::string& said = run.output;
   EXPECT_NE(said.find("export"), std::string::npos) << said;
 }
 
@@ -665,15 +534,9 @@ TEST_F(Policy, TheCliSaysWhyItIsBlockedAndSinceWhen) {
   const std::int64_t block_after = agent::current_lease(aiko.guard())->block_after;
   ASSERT_TRUE(agent::update_guard(
       aiko.dir, [&](agent::GuardState& s) { s.high_water = block_after + 2 * 3600; }));
-  const fs::path out = tmp_.path() / "cli.out";
-  const pid_t pid = testing::spawn_process(
-      KABAN_AGENT_BIN, {"--data-dir", aiko.dir.string(), "courses"},
-      {"KABAN_PIN=" + std::string(kPin), "HOME=" + tmp_.path().string()}, out);
-  ASSERT_GT(pid, 0);
-  const auto code = testing::wait_exit_for(pid, 30s);
-  ASSERT_TRUE(code);
-  EXPECT_NE(*code, 0);
-  const std::string said = testing::text_of(out);
+  const testing::CliRun run = run_cli(KABAN_AGENT_BIN, aiko.dir, {"courses"}, 30s);
+  EXPECT_NE(run.code, 0);
+  const std::string& said = run.output;
   EXPECT_NE(said.find("blocked"), std::string::npos) << said;
   EXPECT_NE(said.find("3 hours"), std::string::npos) << "how long since the last sync: " << said;
   EXPECT_NE(said.find("kaban sync"), std::string::npos) << said;

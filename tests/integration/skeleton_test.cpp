@@ -30,8 +30,6 @@
 #include "kaban/protocol/messages.hpp"
 #include "kaban/server/api.hpp"
 #include "kaban/server/catalog.hpp"
-#include "kaban/server/course_folder.hpp"
-#include "kaban/server/data_dir.hpp"
 #include "kaban/server/database.hpp"
 #include "kaban/server/directory.hpp"
 #include "kaban/server/http_server.hpp"
@@ -45,12 +43,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using testing::kFastKdf;
+using testing::kTestPin;
 using testing::server_now;
-using testing::TempDir;
 using testing::write_text;
 
-constexpr const char* kPin = "2468-test-pin";
+constexpr const char* kDeviceFolder = "device";  // the enrolled device's data directory in tmp_
 
 std::string random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 gen(seed);
@@ -97,36 +94,20 @@ class RecordingRouter final : public server::Router {
   std::vector<std::string> served_;
 };
 
-class Skeleton : public ::testing::Test {
+class Skeleton : public testing::ServerFixture {
  protected:
   void SetUp() override {
-    server_dir_ = tmp_.path() / "server";
-    device_dir_ = tmp_.path() / "device";
-    ASSERT_TRUE(server::init_data_dir(server_dir_, {}));
-    auto identity = server::load_identity(server_dir_);
-    ASSERT_TRUE(identity) << identity.error().message();
-    identity_.emplace(std::move(identity).value());
     server::ApiConfig api_config;
     api_config.changes_page = 2;  // several pages even for a few courses
-    api_.emplace(server_dir_, *identity_, api_config);
+    ASSERT_NO_FATAL_FAILURE(init_server(api_config));
     router_.emplace(*api_);
-    server::HttpServerConfig config;
-    config.listen_host = "127.0.0.1";
-    config.listen_port = 0;
-    config.drain_timeout = 2s;
-    server_.emplace(config, identity_->tls_identity(), *router_, [this](const std::string& line) {
-      std::lock_guard lock(log_mutex_);
-      log_.push_back(line);
-    });
-    auto started = server_->start();
-    ASSERT_TRUE(started) << started.error().message();
-    port_ = server_->port();
+    serve_through(*router_);
+    ASSERT_NO_FATAL_FAILURE(start_server());
 
     auto db = server::open_database(server_dir_);
     ASSERT_TRUE(db);
     db_ = std::move(db).value();
-    server::Directory directory(*db_);
-    ASSERT_TRUE(directory.add_user("aiko", "Aiko Tanaka", server_now()));
+    add_user("aiko", "Aiko Tanaka");
 
     canary_ = testing::random_marker("shelter-canary");
     write_text(course_dir_ / "index.html", "<p>" + canary_ + "</p>");
@@ -140,35 +121,10 @@ class Skeleton : public ::testing::Test {
     publish(course_dir_);
   }
 
-  void TearDown() override {
-    if (server_)
-      server_->stop();
-  }
-
-  void publish(const fs::path& folder) {
-    std::string why;
-    auto course = server::read_course_folder(folder, why);
-    ASSERT_TRUE(course) << why;
-    server::Catalog catalog(*db_, server_dir_);
-    auto published = catalog.publish(course.value(), identity_->signing_key, server_now(), why);
-    ASSERT_TRUE(published) << why;
-  }
-
-  protocol::EnrollmentLine line_for(const std::string& login, std::chrono::seconds ttl = 1h,
-                                    server::UnixTime now = server_now()) {
-    server::Directory directory(*db_);
-    auto code = directory.create_enroll_code(login, ttl, now);
-    EXPECT_TRUE(code);
-    return {"127.0.0.1", port_, code ? code.value() : "", identity_->ca_fingerprint};
-  }
-
-  // Enrolls a device into device_dir_ and returns its open store.
+  // Enrolls a device of aiko's into device_dir_ and returns its open store.
   agent::Store enroll() {
-    std::string why;
-    auto identity = agent::request_enrollment(line_for("aiko"), {}, why);
-    EXPECT_TRUE(identity) << why;
-    EXPECT_TRUE(agent::complete_enrollment(device_dir_, identity.value(), kPin, kFastKdf));
-    auto store = agent::Store::open(device_dir_, kPin);
+    enroll_device("aiko", kDeviceFolder);
+    auto store = agent::Store::open(device_dir_, kTestPin);
     EXPECT_TRUE(store);
     return std::move(store).value();
   }
@@ -190,17 +146,10 @@ class Skeleton : public ::testing::Test {
     return body ? body.value().code : "";
   }
 
-  TempDir tmp_;
-  fs::path server_dir_, device_dir_, course_dir_ = tmp_.path() / "course";
-  std::optional<server::ServerIdentity> identity_;
-  std::optional<server::Api> api_;
+  fs::path device_dir_ = tmp_.path() / kDeviceFolder, course_dir_ = tmp_.path() / "course";
   std::optional<RecordingRouter> router_;
-  std::optional<server::HttpsServer> server_;
-  std::uint16_t port_ = 0;
   std::unique_ptr<SQLite::Database> db_;
   std::string canary_, big_;
-  std::mutex log_mutex_;
-  std::vector<std::string> log_;
 };
 
 // The hashes of the chunks a publish cuts `bytes` into.
@@ -238,7 +187,7 @@ TEST_F(Skeleton, EnrollSyncAndReadOfflineByteIdentical) {
   }
   server_->stop();  // offline from here on
 
-  auto store = agent::Store::open(device_dir_, kPin);
+  auto store = agent::Store::open(device_dir_, kTestPin);
   ASSERT_TRUE(store);
   agent::Library library(store.value());
   auto courses = library.courses();
@@ -290,7 +239,7 @@ TEST_F(Skeleton, ManyCoursesArriveOverSeveralPages) {
 }
 
 TEST_F(Skeleton, CodeIsSingleUseAndExpires) {
-  const protocol::EnrollmentLine line = line_for("aiko");
+  const protocol::EnrollmentLine line = enrollment_line("aiko");
   std::string why;
   ASSERT_TRUE(agent::request_enrollment(line, {}, why)) << why;
   auto reused = agent::request_enrollment(line, {}, why);
@@ -298,14 +247,14 @@ TEST_F(Skeleton, CodeIsSingleUseAndExpires) {
   EXPECT_EQ(reused.error(), agent::errc::server_refused);
   EXPECT_NE(why.find("already"), std::string::npos) << why;
 
-  auto expired = agent::request_enrollment(line_for("aiko", 1h, server_now() - 2h), {}, why);
+  auto expired = agent::request_enrollment(enrollment_line("aiko", 1h, server_now() - 2h), {}, why);
   ASSERT_FALSE(expired);
   EXPECT_EQ(expired.error(), agent::errc::server_refused);
   EXPECT_NE(why.find("expired"), std::string::npos) << why;
 }
 
 TEST_F(Skeleton, WrongPinIsRefusedBeforeAnythingIsSent) {
-  protocol::EnrollmentLine line = line_for("aiko");
+  protocol::EnrollmentLine line = enrollment_line("aiko");
   const protocol::EnrollmentLine good = line;
   line.ca_fingerprint = std::string(64, 'a');
   std::string why;
@@ -317,7 +266,7 @@ TEST_F(Skeleton, WrongPinIsRefusedBeforeAnythingIsSent) {
 }
 
 TEST_F(Skeleton, UnreachableServerIsNamed) {
-  protocol::EnrollmentLine line = line_for("aiko");
+  protocol::EnrollmentLine line = enrollment_line("aiko");
   server_->stop();
   std::string why;
   auto r = agent::request_enrollment(line, {.connect_timeout = 1s}, why);
@@ -410,16 +359,7 @@ TEST_F(Skeleton, BadEnrollmentsGetClearErrorsAndARateLimit) {
     }
   }
   EXPECT_EQ(status, 429);
-  // The log line is written after the answer is sent: give it a moment.
-  const auto logged_429 = [&] {
-    std::lock_guard lock(log_mutex_);
-    return std::any_of(log_.begin(), log_.end(), [](const std::string& l) {
-      return l.find("\"status\":429") != std::string::npos;
-    });
-  };
-  for (int i = 0; i < 100 && !logged_429(); ++i)
-    std::this_thread::sleep_for(10ms);
-  EXPECT_TRUE(logged_429()) << "refusals are logged";
+  EXPECT_TRUE(server_logged("\"status\":429")) << "refusals are logged";
 }
 
 TEST_F(Skeleton, RestoredServerDatabaseForcesAResync) {
@@ -544,7 +484,7 @@ TEST_F(Skeleton, ACourseWhoseManifestDoesNotVerifyIsSkippedAndTheOthersSync) {
 pid_t spawn_agent(const fs::path& home, std::vector<std::string> args, const fs::path& output) {
   return testing::spawn_process(
       KABAN_AGENT_BIN, std::move(args),
-      {"KABAN_HOME=" + home.string(), std::string("KABAN_PIN=") + kPin, "PATH=/usr/bin:/bin"},
+      {"KABAN_HOME=" + home.string(), std::string("KABAN_PIN=") + kTestPin, "PATH=/usr/bin:/bin"},
       output);
 }
 
@@ -577,7 +517,7 @@ TEST_F(Skeleton, CliKilledMidDownloadResumesWithoutRefetchingStoredChunks) {
 
   std::set<std::string> missing_after_kill;
   {
-    auto store = agent::Store::open(device_dir_, kPin);
+    auto store = agent::Store::open(device_dir_, kTestPin);
     ASSERT_TRUE(store) << "the store survives a kill -9";
     agent::Library library(store.value());
     auto missing = library.missing_chunks().value();
@@ -621,7 +561,7 @@ TEST_F(Skeleton, AnExpiredCourseLeavesTheDeviceOfflineToo) {
   ASSERT_EQ(wait_exit(spawn_agent(device_dir_, {"courses"}, out)), 0) << agent_output();
   EXPECT_NE(agent_output().find("course shelter-opening has expired"), std::string::npos)
       << agent_output();
-  auto store = agent::Store::open(device_dir_, kPin);
+  auto store = agent::Store::open(device_dir_, kTestPin);
   ASSERT_TRUE(store);
   EXPECT_TRUE(agent::Library(store.value()).courses().value().empty());
 }

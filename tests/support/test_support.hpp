@@ -92,6 +92,22 @@ inline std::vector<std::filesystem::path> files_containing(const std::filesystem
   return hits;
 }
 
+/// `n` bytes with no pattern deflate or content-defined chunking can use (xorshift32), the same
+/// for the same `seed` and different from seed to seed.
+inline std::string noise(std::size_t n, std::uint32_t seed) {
+  std::string s(n, '\0');
+  std::uint32_t x = seed * 2654435761u + 7;
+  if (x == 0)
+    x = 1;  // xorshift's one fixed point
+  for (char& c : s) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return s;
+}
+
 /// A printable random marker, different in every call, for canary checks.
 inline std::string random_marker(std::string_view prefix) {
   std::random_device rd;
