@@ -8,7 +8,8 @@ namespace {
 const char* describe(errc e) noexcept {
   switch (e) {
     case errc::malformed:
-      return "the message is not the JSON this version of Kaban expects";
+      return "the message is not in the form this version of Kaban expects (JSON of the right "
+             "shape, or a whole gzip body)";
     case errc::missing_field:
       return "a required field is missing from the message";
     case errc::unknown_field:

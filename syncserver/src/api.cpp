@@ -2,6 +2,8 @@
 
 #include <SQLiteCpp/Database.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <deque>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/compliance.hpp"
 #include "kaban/protocol/error.hpp"
+#include "kaban/protocol/gzip.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/manifest.hpp"
 #include "kaban/protocol/messages.hpp"
@@ -50,6 +53,45 @@ constexpr std::string_view kUrgentPriority = "urgent";
 // GET /v1/inbox?from=it: only messages from IT (what a blocked device may still read).
 constexpr std::string_view kFromIt = "it";
 constexpr std::size_t kNoBody = 0;
+// A course feed page smaller than this goes plain: gzip's header and trailer would eat the gain.
+constexpr std::size_t kCompressAbove = 1024;
+
+// True if an Accept-Encoding header lists gzip without "q=0" (RFC 9110 section 12.5.3).
+bool accepts_gzip(std::string_view header) {
+  while (!header.empty()) {
+    const std::size_t comma = header.find(',');
+    std::string_view item = header.substr(0, comma);
+    header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+    const std::size_t semicolon = item.find(';');
+    std::string_view coding = item.substr(0, semicolon);
+    std::string_view params =
+        semicolon == std::string_view::npos ? std::string_view() : item.substr(semicolon + 1);
+    const auto trim = [](std::string_view t) {
+      while (!t.empty() && (t.front() == ' ' || t.front() == '\t'))
+        t.remove_prefix(1);
+      while (!t.empty() && (t.back() == ' ' || t.back() == '\t'))
+        t.remove_suffix(1);
+      return t;
+    };
+    coding = trim(coding);
+    params = trim(params);
+    const bool gzip =
+        coding.size() == 4 && std::equal(coding.begin(), coding.end(), "gzip", [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == b;
+        });
+    if (!gzip)
+      continue;
+    // "q=0", "q=0.0", "q=0.000": refused; any other weight accepts.
+    if (params.size() >= 3 && (params[0] == 'q' || params[0] == 'Q') && params[1] == '=') {
+      const std::string_view weight = params.substr(2);
+      if (weight.find_first_not_of("0.") == std::string_view::npos)
+        return false;
+    }
+    return true;
+  }
+  return false;
+}
+
 // PUT /v1/chunks/<sha256> answers: a new chunk, and one the server held already.
 constexpr const char* kChunkStored = R"({"stored":true})";
 constexpr const char* kChunkHeld = R"({"stored":false})";
@@ -526,7 +568,16 @@ HttpResponse Api::Impl::changes(const HttpRequest& req, const Device& device,
                                        std::move(item.signature)}});
   }
   out.cursor = protocol::Cursor{identity.server_epoch, last}.to_string();
-  return json_ok(protocol::to_json(out));
+  HttpResponse response = json_ok(protocol::to_json(out));
+  // Only this answer is compressed: it carries signed course manifests and no secret, so a
+  // compression side channel on TLS (BREACH) has nothing to learn from its length. Messages
+  // and the inbox stay plain. Manifests are mostly hex hashes: gzip takes them to under half.
+  if (accepts_gzip(req.accept_encoding) && response.body.size() > kCompressAbove) {
+    response.body = protocol::gzip_compress(response.body);
+    response.headers["Content-Encoding"] = std::string(protocol::kGzipEncoding);
+  }
+  response.headers["Vary"] = "Accept-Encoding";
+  return response;
 }
 
 HttpResponse Api::Impl::outbox(const HttpRequest& req, const Device& device, SQLite::Database& db) {

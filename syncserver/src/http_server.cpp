@@ -384,6 +384,7 @@ class Session : public std::enable_shared_from_this<Session> {
     request_.method = std::string(head.method_string());
     request_.target = std::string(head.target());
     request_.content_type = std::string(head[http::field::content_type]);
+    request_.accept_encoding = std::string(head[http::field::accept_encoding]);
     request_keep_alive_ = head.keep_alive();
     if (!parse_target(request_.target, request_))
       return reply_and_close(error_response(400, "bad_request", "Malformed request target."));

@@ -30,6 +30,7 @@
 #include "kaban/agent/error.hpp"
 #include "kaban/crypto/tls.hpp"
 #include "kaban/crypto/x509.hpp"
+#include "kaban/protocol/gzip.hpp"
 #include "test_pki.hpp"
 
 namespace kaban::agent {
@@ -184,6 +185,17 @@ class TestServer {
     } else if (target.starts_with("/bytes/")) {
       res.set(http::field::content_type, "application/octet-stream");
       res.body() = std::string(std::stoul(target.substr(7)), 'x');
+    } else if (target.starts_with("/gzip/")) {
+      // N bytes of 'g', gzipped whether the request asked for it or not.
+      res.set(http::field::content_type, "application/json");
+      res.set(http::field::content_encoding, "gzip");
+      res.body() = protocol::gzip_compress(std::string(std::stoul(target.substr(6)), 'g'));
+    } else if (target == "/not-gzip") {
+      res.set(http::field::content_encoding, "gzip");
+      res.body() = "this is not gzip";
+    } else if (target == "/brotli") {
+      res.set(http::field::content_encoding, "br");
+      res.body() = "compressed otherwise";
     } else {
       res.result(http::status::not_found);
     }
@@ -269,6 +281,48 @@ TEST_F(HttpsClientTest, GetRoundTrip) {
   auto missing = client.request("GET", "/nowhere");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing.value().status, 404);
+}
+
+TEST_F(HttpsClientTest, AGzipAnswerIsDecodedOnlyWhenAskedForAndWithinTheLimit) {
+  TestServer server(pki().server_identity(), Behaviour::answer);
+  HttpsClientConfig config = config_for(server.port());
+  config.max_response_body = 10'000;
+  HttpsClient client(config, pki().trust(), std::nullopt);
+  const auto ask = [&](std::string_view target) {
+    HttpsRequest request;
+    request.target = target;
+    request.accept_gzip = true;
+    return client.request(request);
+  };
+
+  auto decoded = ask("/gzip/9000");
+  ASSERT_TRUE(decoded) << client.describe_last_failure();
+  EXPECT_EQ(decoded.value().body, std::string(9000, 'g'));
+  EXPECT_FALSE(decoded.value().headers.contains("content-encoding"));
+
+  auto too_large = ask("/gzip/20000");  // some 60 bytes on the wire
+  ASSERT_FALSE(too_large);
+  EXPECT_EQ(too_large.error(), errc::response_too_large);
+  EXPECT_NE(client.describe_last_failure().find("expands past"), std::string::npos)
+      << client.describe_last_failure();
+
+  auto damaged = ask("/not-gzip");
+  ASSERT_FALSE(damaged);
+  EXPECT_EQ(damaged.error(), errc::bad_response);
+
+  auto unasked = client.request("GET", "/gzip/100");
+  ASSERT_FALSE(unasked);
+  EXPECT_EQ(unasked.error(), errc::bad_response);
+  auto other = ask("/brotli");
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error(), errc::bad_response);
+  EXPECT_NE(client.describe_last_failure().find("did not ask for"), std::string::npos)
+      << client.describe_last_failure();
+
+  // The connection was dropped after each failure; the client still works.
+  auto again = ask("/gzip/10");
+  ASSERT_TRUE(again) << client.describe_last_failure();
+  EXPECT_EQ(again.value().body, "gggggggggg");
 }
 
 TEST_F(HttpsClientTest, PostRoundTripSendsBodyAndContentType) {

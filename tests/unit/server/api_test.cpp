@@ -13,6 +13,7 @@
 #include "kaban/crypto/x509.hpp"
 #include "kaban/protocol/attachment.hpp"
 #include "kaban/protocol/compliance.hpp"
+#include "kaban/protocol/gzip.hpp"
 #include "kaban/protocol/inbox.hpp"
 #include "kaban/protocol/messages.hpp"
 #include "kaban/protocol/outbox.hpp"
@@ -282,6 +283,59 @@ class ApiTest : public ::testing::Test {
   crypto::Bytes alice_;
   crypto::Bytes bob_;
 };
+
+TEST_F(ApiTest, TheCourseFeedIsGzippedOnlyWhenAskedAndDecodesToThePlainAnswer) {
+  // A course of enough files that its manifest is a few kilobytes of hex.
+  const std::filesystem::path course = tmp_.path() / "course";
+  std::string lessons;
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = "page-" + std::to_string(i) + ".html";
+    kaban::testing::write_text(course / name, "<p>page " + std::to_string(i) + "</p>");
+    lessons += std::string(i ? "," : "") + R"({"id": "p)" + std::to_string(i) +
+               R"(", "title": "Page", "kind": "html", "files": [")" + name + R"("]})";
+  }
+  kaban::testing::write_text(course / "course.json",
+                             R"({"id": "pages", "title": "Pages", "lessons": [)" + lessons + "]}");
+  std::ostringstream out;
+  std::string why;
+  ASSERT_TRUE(admin_course_publish(tmp_.path(), course, out, why)) << why;
+
+  const HttpResponse plain = get(alice_, "/v1/changes");
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  EXPECT_FALSE(plain.headers.contains("Content-Encoding"));
+  EXPECT_GT(plain.body.size(), 4096u);
+
+  const auto get_with = [&](const std::string& accept) {
+    HttpRequest req;
+    req.method = "GET";
+    req.path = req.target = "/v1/changes";
+    req.peer_address = "127.0.0.1";
+    req.client_certificate = alice_;
+    req.accept_encoding = accept;
+    return api_->handle(req);
+  };
+  for (const std::string accept : {"gzip", "deflate, GZIP;q=0.5", " br , gzip "}) {
+    const HttpResponse zipped = get_with(accept);
+    ASSERT_EQ(zipped.status, 200);
+    ASSERT_EQ(zipped.headers.count("Content-Encoding"), 1u) << accept;
+    EXPECT_EQ(zipped.headers.at("Content-Encoding"), "gzip");
+    EXPECT_EQ(zipped.headers.at("Vary"), "Accept-Encoding");
+    EXPECT_LT(zipped.body.size(), plain.body.size() / 2) << accept;
+    auto decoded = protocol::gzip_decompress(zipped.body, 1 << 20);
+    ASSERT_TRUE(decoded);
+    EXPECT_EQ(decoded.value(), plain.body);
+  }
+  for (const std::string accept : {"gzip;q=0", "deflate", "br, identity", "x-gzip2"})
+    EXPECT_FALSE(get_with(accept).headers.contains("Content-Encoding")) << accept;
+  // Messages stay plain whatever the device asks.
+  HttpRequest inbox;
+  inbox.method = "GET";
+  inbox.path = inbox.target = "/v1/inbox";
+  inbox.peer_address = "127.0.0.1";
+  inbox.client_certificate = alice_;
+  inbox.accept_encoding = "gzip";
+  EXPECT_FALSE(api_->handle(inbox).headers.contains("Content-Encoding"));
+}
 
 TEST_F(ApiTest, AnUploadedMessageReachesTheOtherMembersInbox) {
   protocol::OutboxUpload upload;

@@ -34,22 +34,35 @@ struct HttpsClientConfig {
 /// How often a request with HttpsClientConfig::cancel looks at the flag.
 inline constexpr std::chrono::milliseconds kCancelPoll{100};
 
+/// One request for HttpsClient::request.
+struct HttpsRequest {
+  std::string_view method = "GET";
+  std::string_view target;  ///< origin-form: "/v1/changes?cursor=x"
+  std::string_view body;
+  std::string_view content_type = "application/json";  ///< sent when `body` is not empty
+  /// Asks for a gzip-compressed answer (Accept-Encoding: gzip), for answers that compress well
+  /// (the course feed). The server may still answer plain. A gzip answer is decoded before it is
+  /// returned, its decoded size bounded by max_response_body as a plain body is.
+  bool accept_gzip = false;
+};
+
 struct HttpsResponse {
   int status = 0;
   std::string content_type;
-  std::string body;
+  std::string body;  ///< decoded: a gzip answer's Content-Encoding is not among `headers`
   std::map<std::string, std::string> headers;  ///< lower-case names
 };
 
 /// Connects lazily on the first request and reconnects once if a kept-alive connection was
-/// closed by the server. Runs its own io_context on the calling thread: every call blocks until
-/// done or until its deadline. Not thread-safe: one client per thread (sync runs several).
+/// closed by the server. Every call blocks the calling thread until done or until its deadline.
+/// Not thread-safe: one client per thread (sync runs several).
 /// Failures come back as error codes: errc::server_unreachable (DNS, connect refused, timeout
 /// while connecting or in the TLS handshake), errc::server_untrusted (the TLS certificate checks
 /// failed: wrong CA, pin mismatch, wrong name; describe_last_failure() says which),
 /// errc::server_refused (the server's TLS alert refused this device's certificate: revoked or
 /// unknown to it), errc::network_failed (the connection broke or timed out mid-request),
-/// errc::response_too_large, errc::interrupted (HttpsClientConfig::cancel). Does not throw
+/// errc::response_too_large, errc::bad_response (an encoding it cannot read), errc::interrupted
+/// (HttpsClientConfig::cancel). Does not throw
 /// (allocation failure aside). A moved-from client may only be assigned or destroyed.
 class HttpsClient {
  public:
@@ -62,11 +75,15 @@ class HttpsClient {
   HttpsClient(HttpsClient&&) noexcept;
   HttpsClient& operator=(HttpsClient&&) noexcept;
 
-  /// Sends one request and reads the whole answer (any status). `target` is origin-form
-  /// ("/v1/changes?cursor=x"); anything else fails with std::errc::invalid_argument.
-  /// `content_type` is sent when `body` is not empty. Connecting (DNS, TCP, TLS) is bounded by
-  /// connect_timeout, sending the request and reading the answer by request_timeout. After a
-  /// failure the connection is dropped; the next request connects afresh.
+  /// Sends one request and reads the whole answer (any status). A target that is not
+  /// origin-form fails with std::errc::invalid_argument. Connecting (DNS, TCP, TLS) is bounded by
+  /// connect_timeout, sending the request and reading the answer by request_timeout. An answer
+  /// with a Content-Encoding the request did not ask for, or a gzip body that does not decode,
+  /// fails with errc::bad_response; one that decodes to more than max_response_body with
+  /// errc::response_too_large. After a failure the connection is dropped; the next request
+  /// connects afresh.
+  Result<HttpsResponse> request(const HttpsRequest& outgoing);
+  /// The same, for a request that asks for no encoding.
   Result<HttpsResponse> request(std::string_view method, std::string_view target,
                                 std::string_view body = {},
                                 std::string_view content_type = "application/json");

@@ -45,6 +45,7 @@ struct HttpRequest {
   std::string path;    ///< target without the query
   std::map<std::string, std::string> query;  ///< decoded query parameters
   std::string content_type;
+  std::string accept_encoding;  ///< the Accept-Encoding header as sent ("" if none)
   std::string body;
   std::string peer_address;          ///< the client's IP address, for rate limits and logs
   crypto::Bytes client_certificate;  ///< DER of the verified client certificate; empty if none
