@@ -202,8 +202,17 @@ cmd_demo() {
   step "12. IT sees who acknowledged the drill, and course completion"
   run "${server[@]}" admin acks "$drill"
   run "${server[@]}" admin report completion
+  step "13. The training office revises the course; Aiko's update fetches only what changed"
+  cp -r "$ROOT/packaging/sample-course" "$work/course-v2"
+  sed -i 's|</h1>|</h1>\n<p>Revised: register arrivals by household, not one by one.</p>|' \
+    "$work/course-v2/index.html"
+  run "${server[@]}" admin course publish "$work/course-v2"
+  KABAN_PIN=$pin run "${device[@]}" sync
+  KABAN_PIN=$pin run "${device[@]}" storage
+  echo "a shelter with no network gets the same version on a USB stick (\`kaban import FILE\`):"
+  run "${server[@]}" admin course bundle shelter-opening --out "$work/shelter-opening.kaban"
 
-  step "13. IT sets device policies: a default for everyone, a stricter one for contractors"
+  step "14. IT sets device policies: a default for everyone, a stricter one for contractors"
   cat >"$work/default-policy.json" <<'JSON'
 {"description": "City staff: block after 12 h offline, wipe after 30 days",
  "offline_block_minutes": 720, "offline_wipe_days": 30, "pin_max_attempts": 8}
@@ -220,7 +229,7 @@ JSON
   run "${server[@]}" admin policy set "$work/default-policy.json"
   run "${server[@]}" admin policy set "$work/contractors-policy.json" --group contractors
   run "${server[@]}" admin policy show --user sato
-  step "14. Sato enrolls his laptop; its agent is older than the contractors' policy allows"
+  step "15. Sato enrolls his laptop; its agent is older than the contractors' policy allows"
   local laptop=(kaban --data-dir "$work/laptop") status=0
   line=$("${server[@]}" admin enroll-code sato --ttl 1h)
   KABAN_PIN=$pin run "${laptop[@]}" enroll "$line"
@@ -231,7 +240,7 @@ JSON
   KABAN_PIN=$pin run "${laptop[@]}" courses || status=$?
   echo "(exit status $status: blocked by policy)"
   run "${server[@]}" admin report compliance
-  step "15. Aiko loses her phone: IT queues a wipe, carried out and acknowledged at its next check-in"
+  step "16. Aiko loses her phone: IT queues a wipe, carried out and acknowledged at its next check-in"
   local phone_id
   phone_id=$(KABAN_PIN=$pin "${device[@]}" status | sed -n 's/^device id *//p')
   run "${server[@]}" admin device wipe "${phone_id:0:12}"
@@ -242,7 +251,7 @@ JSON
   echo "what is left on the phone: $(ls "$work/device" | tr '\n' ' ')(the record of the wipe, no data)"
   run "${device[@]}" status
   run "${server[@]}" admin device list
-  step "16. The audit log: every admin action and security event, in UTC, no secrets"
+  step "17. The audit log: every admin action and security event, in UTC, no secrets"
   run "${server[@]}" admin audit
   stop_server
   trap - EXIT

@@ -52,15 +52,16 @@ constexpr int kExitFailed = 1;       // anything not below
 constexpr int kExitUsage = 2;        // bad command line, enrollment line, or a refused request
 constexpr int kExitNotEnrolled = 3;  // no store here: enroll first
 constexpr int kExitWrongPin = 4;
-constexpr int kExitDamaged = 5;        // the store failed authentication: wipe and sync again
-constexpr int kExitOffline = 6;        // server unreachable or the connection broke: try later
-constexpr int kExitRefused = 7;        // the server refused or is not the one pinned: ask IT
-constexpr int kExitNotFound = 8;       // no such course, lesson, file, channel or message
-constexpr int kExitBlocked = 9;        // the device policy blocks this now: sync, or get compliant
-constexpr int kExitLocked = 10;        // locked: `kaban unlock CODE` with IT's code
-constexpr int kExitWiped = 11;         // Kaban's data here was wiped: enroll again
-constexpr int kExitBadBundle = 12;     // a bundle that is damaged, cut short or another server's
-constexpr int kExitInterrupted = 130;  // Ctrl-C or SIGTERM; what was done is kept
+constexpr int kExitDamaged = 5;         // the store failed authentication: wipe and sync again
+constexpr int kExitOffline = 6;         // server unreachable or the connection broke: try later
+constexpr int kExitRefused = 7;         // the server refused or is not the one pinned: ask IT
+constexpr int kExitNotFound = 8;        // no such course, lesson, file, channel or message
+constexpr int kExitBlocked = 9;         // the device policy blocks this now: sync, or get compliant
+constexpr int kExitLocked = 10;         // locked: `kaban unlock CODE` with IT's code
+constexpr int kExitWiped = 11;          // Kaban's data here was wiped: enroll again
+constexpr int kExitBadBundle = 12;      // a bundle that is damaged, cut short or another server's
+constexpr int kExitNotDownloaded = 13;  // a lesson's media is downloaded on demand: pinned now
+constexpr int kExitInterrupted = 130;   // Ctrl-C or SIGTERM; what was done is kept
 
 // Reporting a wipe or a lock to IT is worth a short wait, not a long one: the person is waiting
 // for the command to end, and an event not sent now goes with the next report.
@@ -93,6 +94,8 @@ int exit_code_for(std::error_code e) {
     return kExitWiped;
   if (e == errc::bundle_invalid)
     return kExitBadBundle;
+  if (e == errc::not_downloaded)
+    return kExitNotDownloaded;
   if (e == errc::not_found)
     return kExitNotFound;
   if (e == errc::invalid_input || e == errc::not_allowed)
@@ -190,7 +193,7 @@ Result<std::string> first_line_of(const std::string& file, std::string_view what
 struct Globals {
   std::string data_dir;
   std::string pin_file;
-  std::string new_pin_file;  ///< `kaban pin`: the new PIN for scripts
+  std::string new_pin_file;  ///< `kaban change-pin`: the new PIN for scripts
   bool json = false;
 
   fs::path dir() const {
@@ -213,8 +216,8 @@ struct Globals {
     return typed;
   }
 
-  // A new PIN given by a script (`kaban pin`: --new-pin-file, then KABAN_NEW_PIN), or nullopt
-  // when it is to be typed.
+  // A new PIN given by a script (`kaban change-pin`: --new-pin-file, then KABAN_NEW_PIN), or
+  // nullopt when it is to be typed.
   Result<std::optional<std::string>> scripted_new_pin(std::string& why) const {
     if (!new_pin_file.empty()) {
       KABAN_TRY(line, first_line_of(new_pin_file, "the new PIN", why));
@@ -489,9 +492,9 @@ int run_enroll(const Globals& g, const std::string& line_text) {
   return kExitOk;
 }
 
-// `kaban pin`: the current PIN opens the store (wrong ones count), the new one must meet the
-// policy in force.
-int run_pin(const Globals& g) {
+// `kaban change-pin`: the current PIN opens the store (wrong ones count), the new one must meet
+// the policy in force.
+int run_change_pin(const Globals& g) {
   const fs::path dir = g.dir();
   std::optional<Store> store;
   if (!Store::exists(dir))
@@ -499,10 +502,10 @@ int run_pin(const Globals& g) {
   std::string why;
   auto scripted = g.scripted_new_pin(why);
   if (!scripted)
-    return fail("pin", scripted.error(), why);
+    return fail("change-pin", scripted.error(), why);
   auto old_pin = g.pin("Current PIN: ", why);
   if (!old_pin)
-    return fail("pin", old_pin.error(), why);
+    return fail("change-pin", old_pin.error(), why);
   GuardView view;
   if (int rc = open_guarded_store(dir, old_pin.value(), Purpose::sync, store, &view);
       rc != kExitOk) {
@@ -515,7 +518,7 @@ int run_pin(const Globals& g) {
     new_pin = std::move(*scripted.value());
   } else {
     std::cout << "Choose the new PIN (" << pin_rules_text(policy) << ").\n";
-    auto chosen = ask_new_pin(policy, "pin");
+    auto chosen = ask_new_pin(policy, "change-pin");
     if (!chosen) {
       crypto::secure_wipe(old_pin.value());
       return exit_code_for(chosen.error());
@@ -527,10 +530,10 @@ int run_pin(const Globals& g) {
   crypto::secure_wipe(new_pin);
   if (!changed) {
     if (changed.error() == errc::invalid_input) {
-      std::cerr << "kaban: pin: " << why << "; the PIN was not changed\n";
+      std::cerr << "kaban: change-pin: " << why << "; the PIN was not changed\n";
       return kExitUsage;
     }
-    return fail("pin", changed.error(), why);
+    return fail("change-pin", changed.error(), why);
   }
   std::cout << "PIN changed; use the new PIN from now on\n";
   return kExitOk;
@@ -623,6 +626,13 @@ std::vector<std::string> policy_lines(const SyncReport& r) {
                     format_bytes(r.cache_limit_bytes) + ": " + format_bytes(r.deferred_bytes) +
                     " wait, and the courses would need " + format_bytes(r.cache_needed_bytes) +
                     " in all. Ask IT to raise the limit (max_cache_mb)");
+  if (r.downloads_deferred == DownloadDeferral::disk_full)
+    lines.push_back("course downloads stopped: the disk is nearly full (" +
+                    format_bytes(r.disk_free_bytes) + " free; " +
+                    format_bytes(r.disk_needed_bytes) + " needed for all of it). " +
+                    format_bytes(r.deferred_bytes) +
+                    " of course content waits, and IT is told at the next check-in. Free space "
+                    "on the device (`kaban storage` shows what Kaban can free), then sync again");
   return lines;
 }
 
@@ -1336,7 +1346,8 @@ int run_courses(const Globals& g) {
                       {"lessons", c.lessons},
                       {"size", c.total_size},
                       {"ready", c.ready},
-                      {"pending_bytes", c.pending_bytes}});
+                      {"pending_bytes", c.pending_bytes},
+                      {"on_demand_bytes", c.on_demand_bytes}});
     std::cout << list.dump(2) << '\n';
     return kExitOk;
   }
@@ -1350,6 +1361,9 @@ int run_courses(const Globals& g) {
               << (c.ready ? "downloaded, readable offline" : "downloading");
     if (c.pending_bytes)
       std::cout << " (" << format_bytes(c.pending_bytes) << " still to fetch)";
+    if (c.on_demand_bytes)
+      std::cout << "; " << format_bytes(c.on_demand_bytes)
+                << " of media downloads on demand (`kaban lessons " << c.id << "`)";
     std::cout << '\n';
   }
   return kExitOk;
@@ -1374,26 +1388,44 @@ int run_lessons(const Globals& g, const std::string& course) {
                       {"kind", l.kind},
                       {"duration_minutes", l.duration_minutes},
                       {"files", l.files},
-                      {"size", l.size}});
+                      {"size", l.size},
+                      {"pinned", l.pinned},
+                      {"missing_bytes", l.missing_bytes}});
     std::cout << list.dump(2) << '\n';
     return kExitOk;
   }
-  for (const LessonInfo& l : lessons.value())
+  for (const LessonInfo& l : lessons.value()) {
     std::cout << l.course_id << '/' << l.id << "  " << l.title << "  (" << l.kind << ", "
-              << l.duration_minutes << " min, " << format_bytes(l.size) << ")\n";
+              << l.duration_minutes << " min, " << format_bytes(l.size) << ")";
+    if (l.pinned)
+      std::cout << "  pinned";
+    if (l.missing_bytes)
+      std::cout << "  " << format_bytes(l.missing_bytes)
+                << (l.pinned ? " to download at the next sync" : " on demand: `kaban pin`");
+    std::cout << '\n';
+  }
   return kExitOk;
+}
+
+// COURSE/LESSON into its parts; false (after saying so) if it is not that shape.
+bool split_lesson_ref(std::string_view command, const std::string& ref, std::string& course,
+                      std::string& lesson) {
+  const std::size_t slash = ref.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == ref.size()) {
+    std::cerr << "kaban: " << command
+              << ": name the lesson as COURSE/LESSON, as `kaban lessons COURSE` shows it\n";
+    return false;
+  }
+  course = ref.substr(0, slash);
+  lesson = ref.substr(slash + 1);
+  return true;
 }
 
 int run_open(const Globals& g, const std::string& lesson_ref, const std::string& file,
              const std::string& out_path) {
-  const std::size_t slash = lesson_ref.find('/');
-  if (slash == std::string::npos || slash == 0 || slash + 1 == lesson_ref.size()) {
-    std::cerr << "kaban: open: name the lesson as COURSE/LESSON, as `kaban lessons COURSE` "
-                 "shows it\n";
+  std::string course, lesson;
+  if (!split_lesson_ref("open", lesson_ref, course, lesson))
     return kExitUsage;
-  }
-  const std::string course = lesson_ref.substr(0, slash);
-  const std::string lesson = lesson_ref.substr(slash + 1);
   std::optional<Store> store;
   GuardView view;
   if (int rc = open_store(g, Purpose::content, store, &view); rc != kExitOk)
@@ -1437,6 +1469,16 @@ int run_open(const Globals& g, const std::string& lesson_ref, const std::string&
   } else {
     std::fflush(stdout);
   }
+  if (!streamed && streamed.error() == errc::not_downloaded) {
+    // Opening a lesson asks for it: it is pinned, so the next sync brings its media.
+    auto pinned = library.pin_lesson(course, lesson);
+    if (!pinned)
+      return fail("open " + lesson_ref, pinned.error());
+    std::cerr << "kaban: open: " << lesson_ref
+              << " is downloaded on demand and its media is not on this device yet; it is "
+                 "pinned now and downloads at the next `kaban sync`\n";
+    return kExitNotDownloaded;
+  }
   if (!streamed)
     return fail("open " + lesson_ref, streamed.error(),
                 streamed.error() == errc::not_found
@@ -1444,6 +1486,146 @@ int run_open(const Globals& g, const std::string& lesson_ref, const std::string&
                     : "");
   if (!out_path.empty())
     std::cerr << "wrote " << out_path << '\n';
+  return kExitOk;
+}
+
+// `kaban pin COURSE/LESSON`: the lesson's files, however large, download at the next sync.
+int run_pin(const Globals& g, const std::string& lesson_ref) {
+  std::string course, lesson;
+  if (!split_lesson_ref("pin", lesson_ref, course, lesson))
+    return kExitUsage;
+  std::optional<Store> store;
+  if (int rc = open_store(g, Purpose::content, store); rc != kExitOk)
+    return rc;
+  Library library(*store);
+  auto pinned = library.pin_lesson(course, lesson);
+  if (!pinned)
+    return fail(
+        "pin " + lesson_ref, pinned.error(),
+        pinned.error() == errc::not_found
+            ? "no such lesson in a course on this device; `kaban lessons " + course + "` lists them"
+            : "");
+  auto lessons = library.lessons(course);
+  std::uint64_t missing = 0;
+  if (lessons)
+    for (const LessonInfo& l : lessons.value())
+      if (l.id == lesson)
+        missing = l.missing_bytes;
+  std::cout << lesson_ref << (pinned.value() ? " pinned" : " was already pinned");
+  if (missing)
+    std::cout << "; " << format_bytes(missing) << " downloads at the next `kaban sync`";
+  else
+    std::cout << "; everything it needs is on this device";
+  std::cout << '\n';
+  return kExitOk;
+}
+
+// `kaban unpin COURSE/LESSON`: its on-demand media leaves the device (what nothing else uses).
+int run_unpin(const Globals& g, const std::string& lesson_ref) {
+  std::string course, lesson;
+  if (!split_lesson_ref("unpin", lesson_ref, course, lesson))
+    return kExitUsage;
+  std::optional<Store> store;
+  if (int rc = open_store(g, Purpose::content, store); rc != kExitOk)
+    return rc;
+  Library library(*store);
+  auto freed = library.unpin_lesson(course, lesson);
+  if (!freed)
+    return fail("unpin " + lesson_ref, freed.error());
+  if (!freed.value()) {
+    std::cout << lesson_ref << " was not pinned; nothing changed (`kaban storage` lists pins)\n";
+    return kExitOk;
+  }
+  std::cout << lesson_ref << " unpinned; " << format_bytes(*freed.value()) << " freed";
+  if (*freed.value() == 0)
+    std::cout << " (its files are small enough to stay, or another lesson uses them)";
+  std::cout << '\n';
+  return kExitOk;
+}
+
+// `kaban storage [--free]`: what Kaban's store holds, and what could be freed.
+int run_storage(const Globals& g, bool free_now) {
+  std::optional<Store> store;
+  if (int rc = open_store(g, Purpose::content, store); rc != kExitOk)
+    return rc;
+  Library library(*store);
+  std::uint64_t freed = 0;
+  if (free_now) {
+    auto released = library.storage_free();
+    if (!released)
+      return fail("storage --free", released.error());
+    freed = released.value();
+  }
+  auto report = library.storage();
+  if (!report)
+    return fail("storage", report.error());
+  const StorageReport& r = report.value();
+  const std::uint64_t on_disk = Store::disk_size(store->dir());
+  const auto disk_free = Store::free_space(store->dir());
+  if (g.json) {
+    json courses = json::array();
+    for (const CourseStorage& c : r.courses) {
+      json lessons = json::array();
+      for (const LessonStorage& l : c.lessons)
+        lessons.push_back({{"id", c.id + "/" + l.id},
+                           {"title", l.title},
+                           {"pinned", l.pinned},
+                           {"size", l.size},
+                           {"held", l.held},
+                           {"on_demand_size", l.on_demand_size}});
+      courses.push_back({{"id", c.id},
+                         {"title", c.title},
+                         {"version", c.version},
+                         {"size", c.size},
+                         {"held", c.held},
+                         {"freeable", c.freeable},
+                         {"lessons", lessons}});
+    }
+    json out = {{"store_bytes", on_disk},
+                {"course_bytes", r.held},
+                {"freeable_bytes", r.freeable},
+                {"freed_bytes", freed},
+                {"on_demand_threshold_bytes", r.on_demand_threshold},
+                {"courses", courses}};
+    out["disk_free_bytes"] = disk_free ? json(disk_free.value()) : json(nullptr);
+    std::cout << out.dump(2) << '\n';
+    return kExitOk;
+  }
+  if (free_now)
+    std::cout << "freed " << format_bytes(freed) << " of media of lessons that are not pinned\n";
+  std::cout << "Kaban's store takes " << format_bytes(on_disk) << " (course content "
+            << format_bytes(r.held) << ")";
+  if (disk_free)
+    std::cout << "; " << format_bytes(disk_free.value()) << " free on its disk";
+  std::cout << '\n';
+  if (r.on_demand_threshold)
+    std::cout << "files of " << format_bytes(r.on_demand_threshold)
+              << " or more download only for pinned lessons (device policy)\n";
+  bool any_pinned = false;
+  for (const CourseStorage& c : r.courses) {
+    for (const LessonStorage& l : c.lessons)
+      any_pinned = any_pinned || l.pinned;
+    std::cout << c.id << "  " << c.title << "  " << format_bytes(c.held) << " held of "
+              << format_bytes(c.size);
+    if (c.freeable)
+      std::cout << ", " << format_bytes(c.freeable) << " can be freed";
+    std::cout << '\n';
+    for (const LessonStorage& l : c.lessons) {
+      // The lessons worth a line: pinned ones, and those with media fetched on demand.
+      if (!l.pinned && l.on_demand_size == 0)
+        continue;
+      std::cout << "    " << c.id << '/' << l.id << "  " << format_bytes(l.held) << " of "
+                << format_bytes(l.size) << " here" << (l.pinned ? ", pinned" : "")
+                << (l.on_demand_size && !l.pinned ? ", on demand" : "") << '\n';
+    }
+  }
+  if (r.freeable)
+    std::cout << format_bytes(r.freeable)
+              << " of media of lessons that are not pinned can be freed: `kaban storage "
+                 "--free`\n";
+  else if (!free_now && any_pinned)
+    std::cout << "to free space: `kaban unpin COURSE/LESSON` for pinned lessons you are done "
+                 "with\n";
   return kExitOk;
 }
 
@@ -1877,13 +2059,31 @@ int main(int argc, char** argv) try {
       "out to you (no PIN needed; the wrong-PIN count starts again)");
   unlock->add_option("CODE", unlock_code, "The unlock code from IT (dashes and case do not matter)")
       ->required();
-  auto* pin_cmd = app.add_subcommand(
-      "pin",
+  auto* change_pin_cmd = app.add_subcommand(
+      "change-pin",
       "Change the PIN: the current one, then the new one twice; the new PIN must meet the "
       "device policy (`kaban policy`). Scripts give the current PIN as usual and the new one "
       "with KABAN_NEW_PIN or --new-pin-file");
-  pin_cmd->add_option("--new-pin-file", g.new_pin_file,
-                      "Read the new PIN from the first line of this file");
+  change_pin_cmd->add_option("--new-pin-file", g.new_pin_file,
+                             "Read the new PIN from the first line of this file");
+  auto* pin_cmd = app.add_subcommand(
+      "pin",
+      "Keep a lesson's files on this device whatever their size: under the device policy's "
+      "download_on_demand_mb, large media downloads only for pinned lessons (at the next sync)");
+  pin_cmd->add_option("LESSON", lesson, "COURSE/LESSON, as `kaban lessons` shows it")->required();
+  auto* unpin_cmd = app.add_subcommand(
+      "unpin",
+      "Unpin a lesson: its on-demand media leaves the device, freeing the space (offline)");
+  unpin_cmd->add_option("LESSON", lesson, "COURSE/LESSON, as `kaban lessons` shows it")->required();
+  bool free_now = false;
+  auto* storage = app.add_subcommand(
+      "storage",
+      "What Kaban's store holds per course, the pinned and on-demand lessons, free disk space, "
+      "and what can be freed (offline)");
+  storage->add_flag("--free", free_now,
+                    "Free the media of lessons that are not pinned (a bundle's, or a lesson's "
+                    "unpinned while being read)");
+  storage->add_flag("--json", g.json, "Print JSON");
 
   std::string channel, text, priority = "normal", message_id, duration;
   bool unread_only = false, require_ack = false;
@@ -2011,8 +2211,14 @@ int main(int argc, char** argv) try {
     return run_policy(g);
   if (*unlock)
     return run_unlock(g, unlock_code);
+  if (*change_pin_cmd)
+    return run_change_pin(g);
   if (*pin_cmd)
-    return run_pin(g);
+    return run_pin(g, lesson);
+  if (*unpin_cmd)
+    return run_unpin(g, lesson);
+  if (*storage)
+    return run_storage(g, free_now);
   if (*channels)
     return run_channels(g);
   if (*messages)

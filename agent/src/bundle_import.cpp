@@ -25,14 +25,6 @@ std::error_code invalid_bundle(std::string sentence, std::string& why) {
   return errc::bundle_invalid;
 }
 
-Result<std::uint64_t> filesystem_free_space(const std::filesystem::path& dir) {
-  std::error_code ec;
-  const std::filesystem::space_info space = std::filesystem::space(dir, ec);
-  if (ec)
-    return ec;
-  return static_cast<std::uint64_t>(space.available);
-}
-
 // The checks that need nothing of the store: the bundle is this device's server's, signed, and
 // describes its manifest. Returns the parsed manifest.
 Result<protocol::Manifest> verified_manifest(const protocol::BundleHeader& header,
@@ -88,10 +80,8 @@ Result<void> check_room(Store& store, const protocol::Policy& policy, const Impo
       return errc::not_allowed;
     }
   }
-  const std::uint64_t needed =
-      plan.new_bytes + plan.new_bytes / kImportOverheadDivisor + kImportSpaceMargin;
-  auto free =
-      options.free_space ? options.free_space(store.dir()) : filesystem_free_space(store.dir());
+  const std::uint64_t needed = Store::room_needed(plan.new_bytes);
+  auto free = options.free_space ? options.free_space(store.dir()) : Store::free_space(store.dir());
   if (!free) {
     why = "the free space on the disk holding " + store.dir().string() + " could not be read (" +
           free.error().message() + "); nothing was imported";

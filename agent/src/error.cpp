@@ -61,6 +61,9 @@ const char* describe(errc e) noexcept {
     case errc::disk_full:
       return "the device is nearly out of space; downloads stopped. `kaban storage` shows what "
              "can be freed";
+    case errc::not_downloaded:
+      return "this lesson's media is downloaded on demand and is not on this device yet; "
+             "`kaban pin COURSE/LESSON`, then `kaban sync`";
   }
   return "unknown kaban.agent error";
 }

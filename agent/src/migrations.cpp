@@ -194,6 +194,22 @@ constexpr schema::Migration kStoreMigrations[] = {
       -- The course's newest version held decides when the device drops it (docs/content.md).
       ALTER TABLE course_versions ADD COLUMN expires_at INTEGER;
     )sql"},
+    {6, R"sql(
+      -- Download on demand (docs/content.md): deferred = 1 for a chunk that only files of at
+      -- least the policy's download_on_demand_mb use, in lessons nobody pinned. Such a chunk
+      -- is not fetched and a version completes without it; if held, it stays until unpinned.
+      ALTER TABLE version_chunks ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0
+        CHECK (deferred IN (0, 1));
+
+      -- Lessons the person pinned (`kaban pin`) or opened while their media was not here: their
+      -- files are fetched whatever their size. By id, so a pin outlives course versions.
+      CREATE TABLE pinned_lessons (
+        course_id TEXT NOT NULL,
+        lesson_id TEXT NOT NULL,
+        pinned_at INTEGER NOT NULL,
+        PRIMARY KEY (course_id, lesson_id)
+      ) WITHOUT ROWID;
+    )sql"},
 };
 
 }  // namespace

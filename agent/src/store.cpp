@@ -37,6 +37,9 @@ std::error_code classify(int extended_code) noexcept {
     const auto vfs = crypto::vfs_last_error_code();
     return vfs ? vfs : std::error_code(crypto::errc::wrong_key);
   }
+  // The file system answered ENOSPC: the transaction rolled back, nothing half-written stays.
+  if ((extended_code & 0xff) == SQLITE_FULL)
+    return errc::disk_full;
   return errc::storage_failed;
 }
 
@@ -62,6 +65,23 @@ std::uint64_t Store::disk_size(const fs::path& dir) {
       total += size;
   }
   return total;
+}
+
+Result<void> Store::release_free_pages() {
+  try {
+    db_->exec("PRAGMA incremental_vacuum;");
+    return ok();
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
+Result<std::uint64_t> Store::free_space(const fs::path& dir) {
+  std::error_code ec;
+  const fs::space_info space = fs::space(dir, ec);
+  if (ec)
+    return ec;
+  return static_cast<std::uint64_t>(space.available);
 }
 
 Result<Store> Store::create(const fs::path& dir, std::string_view pin,
@@ -142,6 +162,11 @@ Result<Store> Store::open_database(const fs::path& dir, const crypto::SecretKey&
     crypto::secure_wipe(uri);
     // FULL: a transaction that returned from commit survives a crash or power loss.
     db->exec("PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+    // Before the first table: lets Store::release_free_pages() give freed pages back to the
+    // file system. A store made before this keeps them for reuse (VACUUM would need a copy of
+    // the whole store in memory, as temporary files are refused).
+    if (how == Open::create)
+      db->exec("PRAGMA auto_vacuum=INCREMENTAL;");
   } catch (const SQLite::Exception& e) {
     crypto::secure_wipe(uri);
     return classify(e.getExtendedErrorCode());

@@ -3,11 +3,16 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
 #include <unordered_set>
+
+#include <SQLiteCpp/Column.h>
+#include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
 
 #include "kaban/agent/attachments.hpp"
 #include "kaban/agent/device_identity.hpp"
@@ -33,9 +38,6 @@
 namespace kaban::agent {
 namespace {
 
-// Received chunks waiting for the committer may hold this many batches' worth of bytes before
-// download threads wait: memory stays bounded however large the course.
-constexpr std::size_t kBufferedBatches = 2;
 // A long poll that comes back empty sooner than this is followed by a pause of the difference:
 // a server that does not hold polls open (or an idle cursor moving past other people's news)
 // must not turn watch into a busy loop.
@@ -72,25 +74,36 @@ std::error_code failed_request(const HttpsClient& client, std::error_code e, std
   return e;
 }
 
-bool matches(const std::string& bytes, const protocol::ChunkRef& chunk) {
-  return bytes.size() == chunk.size &&
-         crypto::to_hex(crypto::sha256(crypto::as_bytes(bytes))) == chunk.sha256;
+// GET `target`, asking for a gzip answer: for the course feed, whose manifests are mostly hex
+// hashes and shrink to less than half.
+HttpsRequest compressed_get(std::string_view target) {
+  HttpsRequest get;
+  get.target = target;
+  get.accept_gzip = true;
+  return get;
+}
+
+// `bytes` as `chunk`, if they are its size and hash.
+std::optional<VerifiedChunk> matches(std::string bytes, const protocol::ChunkRef& chunk) {
+  if (bytes.size() != chunk.size)
+    return std::nullopt;
+  return VerifiedChunk::verify(chunk.sha256, std::move(bytes));
 }
 
 // GET /v1/chunks/<sha256>, verified against the chunk's size and hash; fetched again if it
 // arrives damaged, `attempts` times in all. `what` names it in the sentence ("chunk",
 // "attachment chunk").
-Result<std::string> fetch_chunk(HttpsClient& client, const protocol::ChunkRef& chunk,
-                                std::string_view what, std::string& why,
-                                int attempts = kChunkAttempts) {
+Result<VerifiedChunk> fetch_verified(HttpsClient& client, const protocol::ChunkRef& chunk,
+                                     std::string_view what, std::string& why,
+                                     int attempts = kChunkAttempts) {
   for (int attempt = 1;; ++attempt) {
     auto response = client.request("GET", "/v1/chunks/" + chunk.sha256);
     if (!response)
       return failed_request(client, response.error(), why);
     if (response.value().status != 200)
       return refused(response.value(), why);
-    if (matches(response.value().body, chunk))
-      return std::move(response.value().body);
+    if (auto verified = matches(std::move(response.value().body), chunk))
+      return std::move(*verified);
     if (attempt >= attempts) {
       why = std::string(what) + " " + chunk.sha256.substr(0, 12) +
             " arrived damaged twice and was discarded; check for a proxy that alters "
@@ -98,6 +111,13 @@ Result<std::string> fetch_chunk(HttpsClient& client, const protocol::ChunkRef& c
       return errc::content_invalid;
     }
   }
+}
+
+// The same, as bytes, for attachment chunks (their store checks them again).
+Result<std::string> fetch_chunk(HttpsClient& client, const protocol::ChunkRef& chunk,
+                                std::string_view what, std::string& why) {
+  KABAN_TRY(verified, fetch_verified(client, chunk, what, why));
+  return std::move(verified).take_bytes();
 }
 
 // A content mirror named by this sync's check-in (docs/content.md).
@@ -173,6 +193,8 @@ class ChunkDownload {
         options_(options),
         chunks_(std::move(chunks)),
         mirrors_(std::move(mirrors)),
+        commit_batch_(options.commit_batch_bytes),
+        budget_(memory_budget(options.max_buffered_bytes, commit_batch_, chunks_)),
         served_(mirrors_.size(), 0) {}
 
   // `store_mutex` guards the store against the message-lane thread that runs meanwhile.
@@ -185,7 +207,7 @@ class ChunkDownload {
     for (int i = 0; i < threads; ++i)
       workers.emplace_back([this] { work(); });
 
-    std::vector<ChunkData> batch;
+    std::vector<VerifiedChunk> batch;
     std::size_t batch_bytes = 0;
     std::error_code commit_error;
     for (;;) {
@@ -193,14 +215,12 @@ class ChunkDownload {
       items_ready_.wait(lock, [&] { return !ready_.empty() || running_ == 0; });
       const bool finished = running_ == 0;
       while (!ready_.empty()) {
-        batch_bytes += ready_.front().bytes.size();
-        buffered_bytes_ -= ready_.front().bytes.size();
+        batch_bytes += ready_.front().bytes().size();
         batch.push_back(std::move(ready_.front()));
         ready_.pop_front();
       }
-      space_free_.notify_all();
       lock.unlock();
-      if (!batch.empty() && (finished || batch_bytes >= options_.commit_batch_bytes)) {
+      if (!batch.empty() && (finished || batch_bytes >= commit_batch_)) {
         Result<void> put = ok();
         {
           std::lock_guard store_lock(store_mutex);
@@ -214,6 +234,7 @@ class ChunkDownload {
         report.chunks_downloaded += batch.size();
         report.bytes_downloaded += batch_bytes;
         batch.clear();
+        release(batch_bytes);
         batch_bytes = 0;
       }
       if (finished)
@@ -241,6 +262,35 @@ class ChunkDownload {
   void abort() {
     std::lock_guard lock(mutex_);
     aborted_ = true;
+    space_free_.notify_all();
+  }
+
+  // Chunks in memory, from the request to the commit, may hold this many bytes. A batch must be
+  // able to fill up to the commit size with every download thread waiting for room, or the
+  // committer would wait for a full batch that never comes.
+  static std::size_t memory_budget(std::size_t buffered, std::size_t commit_batch,
+                                   const std::vector<protocol::ChunkRef>& chunks) {
+    std::uint64_t largest = 0;
+    for (const protocol::ChunkRef& c : chunks)
+      largest = std::max(largest, c.size);
+    return std::max<std::size_t>(buffered, commit_batch + static_cast<std::size_t>(largest));
+  }
+
+  // Waits until `size` more bytes fit in the budget (or nothing is held: a chunk larger than
+  // the budget still goes, alone) and takes them. False if the download was aborted meanwhile.
+  bool reserve(std::size_t size) {
+    std::unique_lock lock(mutex_);
+    space_free_.wait(lock,
+                     [&] { return aborted_ || held_bytes_ == 0 || held_bytes_ + size <= budget_; });
+    if (aborted_)
+      return false;
+    held_bytes_ += size;
+    return true;
+  }
+
+  void release(std::size_t size) {
+    std::lock_guard lock(mutex_);
+    held_bytes_ -= size;
     space_free_.notify_all();
   }
 
@@ -328,11 +378,11 @@ class ChunkDownload {
 
   // One chunk, from the mirror in use or from the server. A chunk the mirror serves damaged is
   // fetched once from the server, whose copy is the one the manifest was made from.
-  Result<std::string> fetch(const protocol::ChunkRef& chunk, Connections& c, std::string& why) {
+  Result<VerifiedChunk> fetch(const protocol::ChunkRef& chunk, Connections& c, std::string& why) {
     for (;;) {
       const std::size_t m = source();
       if (m == mirrors_.size())
-        return fetch_chunk(server(c), chunk, "chunk", why);
+        return fetch_verified(server(c), chunk, "chunk", why);
       if (!c.mirror || c.mirror_index != m) {
         if (c.mirror)
           c.mirror->close();
@@ -352,12 +402,12 @@ class ChunkDownload {
         c.mirror.reset();
         continue;
       }
-      if (matches(response.value().body, chunk)) {
+      if (auto verified = matches(std::move(response.value().body), chunk)) {
         mirror_served(m);
-        return std::move(response.value().body);
+        return std::move(*verified);
       }
       mirror_damaged();
-      auto again = fetch_chunk(server(c), chunk, "chunk", why, 1);
+      auto again = fetch_verified(server(c), chunk, "chunk", why, 1);
       if (!again && again.error() == errc::content_invalid)
         why = "chunk " + chunk.sha256.substr(0, 12) + " arrived damaged from content mirror " +
               mirrors_[m].url +
@@ -376,23 +426,22 @@ class ChunkDownload {
         const std::size_t index = next_.fetch_add(1);
         if (index >= chunks_.size())
           break;
+        // Its size is known before it arrives (the fetch checks it): room is taken first, so
+        // a chunk in flight counts as much as one waiting for the store.
+        const auto size = static_cast<std::size_t>(chunks_[index].size);
+        if (!reserve(size))
+          break;
         std::string why;
-        auto bytes = fetch(chunks_[index], connections, why);
-        if (!bytes) {
-          fail(bytes.error(), why);
+        auto fetched = fetch(chunks_[index], connections, why);
+        if (!fetched) {
+          release(size);
+          fail(fetched.error(), why);
           break;
         }
-        const std::size_t size = bytes.value().size();
         if (options_.on_bytes)
           options_.on_bytes(size);
-        std::unique_lock lock(mutex_);
-        space_free_.wait(lock, [&] {
-          return aborted_ || buffered_bytes_ < options_.commit_batch_bytes * kBufferedBatches;
-        });
-        if (aborted_)
-          break;
-        buffered_bytes_ += size;
-        ready_.push_back({chunks_[index].sha256, std::move(bytes).value()});
+        std::lock_guard lock(mutex_);
+        ready_.push_back(std::move(fetched).value());
         items_ready_.notify_one();
       }
       connections.close();
@@ -408,13 +457,15 @@ class ChunkDownload {
   const SyncOptions& options_;
   const std::vector<protocol::ChunkRef> chunks_;
   const std::vector<ContentMirror> mirrors_;
+  const std::size_t commit_batch_;
+  const std::size_t budget_;  ///< see memory_budget()
   std::atomic<std::size_t> next_{0};
 
   std::mutex mutex_;
   std::condition_variable items_ready_;
   std::condition_variable space_free_;
-  std::deque<ChunkData> ready_;
-  std::size_t buffered_bytes_ = 0;
+  std::deque<VerifiedChunk> ready_;
+  std::size_t held_bytes_ = 0;  ///< reserved by chunks in flight, waiting or being committed
   int running_ = 0;
   bool aborted_ = false;
   std::error_code error_;
@@ -472,6 +523,43 @@ Result<void> check_certificate_current(const DeviceIdentity& identity, std::int6
   return errc::certificate_expired;
 }
 
+// What the last sync left waiting for disk space, kept for the next check-in's posture (the
+// check-in comes before the feed, so a sync reports the shortage the one before it met).
+constexpr std::string_view kWaitingKey = "content_waiting_bytes";
+constexpr std::string_view kDiskFreeKey = "disk_free_bytes";
+
+Result<void> save_disk_shortage(Store& store, const SyncReport& report) {
+  const bool short_of_disk = report.downloads_deferred == DownloadDeferral::disk_full;
+  try {
+    SQLite::Statement write(store.db(), R"sql(
+      INSERT INTO meta (key, value) VALUES (?, ?)
+      ON CONFLICT (key) DO UPDATE SET value = excluded.value
+    )sql");
+    const std::pair<std::string_view, std::uint64_t> rows[] = {
+        {kWaitingKey, short_of_disk ? report.deferred_bytes : 0},
+        {kDiskFreeKey, short_of_disk ? report.disk_free_bytes : 0}};
+    for (const auto& [key, value] : rows) {
+      write.reset();
+      write.bind(1, std::string(key));
+      write.bind(2, static_cast<std::int64_t>(value));
+      write.exec();
+    }
+    return ok();
+  } catch (const SQLite::Exception& e) {
+    return store_error_code(e);
+  }
+}
+
+std::uint64_t load_meta_count(Store& store, std::string_view key) {
+  try {
+    SQLite::Statement read(store.db(), "SELECT value FROM meta WHERE key = ?");
+    read.bind(1, std::string(key));
+    return read.executeStep() ? static_cast<std::uint64_t>(read.getColumn(0).getInt64()) : 0;
+  } catch (const SQLite::Exception&) {
+    return 0;  // the posture is then silent about it, as an older agent's is
+  }
+}
+
 // What the device says about itself at check-in: a fact it cannot tell is "unknown".
 Result<protocol::Posture> posture_of(Store& store, const GuardState& guard,
                                      const ClockReading& clock, const std::string& network) {
@@ -491,6 +579,9 @@ Result<protocol::Posture> posture_of(Store& store, const GuardState& guard,
   p.clock_rollback_seconds = guard.rollback_seconds;
   p.cache_bytes = Store::disk_size(store.dir());
   p.network = network;
+  p.content_waiting_bytes = load_meta_count(store, kWaitingKey);
+  if (p.content_waiting_bytes > 0)
+    p.disk_free_bytes = load_meta_count(store, kDiskFreeKey);
   return p;
 }
 
@@ -615,14 +706,15 @@ Result<bool> keep_only_courses(Store& store, const std::vector<std::string>& all
                      [&](const std::string& id) { return held_ids.count(id) == 0; });
 }
 
-// The chunks to download under the policy: none on a cellular network under
-// wifi_only_downloads; under max_cache_mb, the chunks of whole course versions that fit (in the
-// feed's order), so no version is begun that the limit would leave half downloaded.
+// The chunks to download: none on a cellular network under wifi_only_downloads; otherwise the
+// chunks of whole course versions (in the feed's order) that fit both under max_cache_mb and in
+// the free space of the store's disk (Store::room_needed), so no version is begun that a limit
+// would leave half downloaded.
 std::vector<protocol::ChunkRef> chunks_allowed(const std::vector<Library::MissingVersion>& needs,
                                                const protocol::Policy& policy,
                                                const std::string& network,
                                                const std::filesystem::path& dir,
-                                               SyncReport& report) {
+                                               const SyncOptions& options, SyncReport& report) {
   std::vector<protocol::ChunkRef> all;
   std::unordered_set<std::string> listed;
   std::uint64_t total = 0;
@@ -637,11 +729,19 @@ std::vector<protocol::ChunkRef> chunks_allowed(const std::vector<Library::Missin
     report.deferred_bytes = total;
     return {};
   }
-  if (policy.max_cache_mb <= 0)
+  if (all.empty())
     return all;
-  const std::uint64_t limit = static_cast<std::uint64_t>(policy.max_cache_mb) * kMebibyte;
   const std::uint64_t size = Store::disk_size(dir);
-  std::uint64_t taken = size;
+  const std::uint64_t limit = policy.max_cache_mb > 0
+                                  ? static_cast<std::uint64_t>(policy.max_cache_mb) * kMebibyte
+                                  : std::numeric_limits<std::uint64_t>::max();
+  // A disk whose free space cannot be read is not held against the download: SQLite still
+  // refuses cleanly (errc::disk_full) if it does fill.
+  const auto free = options.free_space ? options.free_space(dir) : Store::free_space(dir);
+  const std::uint64_t room = free ? free.value() : std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t taken = 0;
+  bool over_cache = false;
+  bool over_disk = false;
   std::vector<protocol::ChunkRef> allowed;
   std::unordered_set<std::string> chosen;
   for (const Library::MissingVersion& v : needs) {
@@ -649,19 +749,34 @@ std::vector<protocol::ChunkRef> chunks_allowed(const std::vector<Library::Missin
     for (const protocol::ChunkRef& c : v.chunks)
       if (!chosen.count(c.sha256))
         extra += c.size;
-    if (taken + extra > limit)
+    if (size + taken + extra > limit) {
+      over_cache = true;
       continue;
+    }
+    if (Store::room_needed(taken + extra) > room) {
+      over_disk = true;
+      continue;
+    }
     taken += extra;
     for (const protocol::ChunkRef& c : v.chunks)
       if (chosen.insert(c.sha256).second)
         allowed.push_back(c);
   }
-  if (allowed.size() == all.size())
+  if (!over_cache && !over_disk)
     return allowed;
-  report.downloads_deferred = DownloadDeferral::cache_limit;
-  report.deferred_bytes = size + total - taken;
-  report.cache_limit_bytes = limit;
-  report.cache_needed_bytes = size + total;
+  report.deferred_bytes = total - taken;
+  if (over_disk) {
+    // The device's own limit, and the one the person can do something about at once.
+    report.downloads_deferred = DownloadDeferral::disk_full;
+    report.disk_free_bytes = room;
+    report.disk_needed_bytes = Store::room_needed(total);
+  } else {
+    report.downloads_deferred = DownloadDeferral::cache_limit;
+  }
+  if (over_cache) {
+    report.cache_limit_bytes = limit;
+    report.cache_needed_bytes = size + total;
+  }
   return allowed;
 }
 
@@ -678,7 +793,7 @@ Result<void> pull_changes(HttpsClient& client, Store& store, const DeviceIdentit
     }
     const std::string target =
         "/v1/changes?cursor=" + state.cursor + "&limit=" + std::to_string(options.changes_page);
-    auto response = client.request("GET", target);
+    auto response = client.request(compressed_get(target));
     if (!response)
       return failed_request(client, response.error(), why);
     if (response.value().status == 409 && !reset_once) {
@@ -1204,6 +1319,10 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
       }
       lane_error = ran.error();
     }
+    // Before the feed, so new versions are marked by the policy this check-in brought.
+    const std::uint64_t on_demand_mb =
+        static_cast<std::uint64_t>(current_policy(guard).download_on_demand_mb);
+    KABAN_TRYV(Library(store).set_on_demand_threshold(on_demand_mb * kMebibyte));
     KABAN_TRYV(pull_changes(control, store, identity, options, state, report, why));
     control.close();
   }
@@ -1214,7 +1333,8 @@ Result<SyncReport> sync(Store& store, const SyncOptions& options, std::string& w
   report.courses_expired = std::move(expired);
   KABAN_TRY(needs, library.missing_by_version());
   std::vector<protocol::ChunkRef> missing =
-      chunks_allowed(needs, current_policy(guard), network, dir, report);
+      chunks_allowed(needs, current_policy(guard), network, dir, options, report);
+  KABAN_TRYV(save_disk_shortage(store, report));
   if (!missing.empty()) {
     std::uint64_t total = 0;
     for (const protocol::ChunkRef& c : missing)

@@ -79,17 +79,22 @@ bool is_lower_hex(std::string_view s) {
 }
 
 json posture_json(const Posture& p) {
-  return {{"screen_lock", to_string(p.screen_lock)},
-          {"disk_encryption", to_string(p.disk_encryption)},
-          {"rooted", to_string(p.rooted)},
-          {"os_version_number", p.os_version_number},
-          {"pin_set", p.pin_set},
-          {"pin_length", p.pin_length},
-          {"pin_simple", p.pin_simple},
-          {"device_time", p.device_time},
-          {"clock_rollback_seconds", p.clock_rollback_seconds},
-          {"cache_bytes", p.cache_bytes},
-          {"network", p.network}};
+  json j = {{"screen_lock", to_string(p.screen_lock)},
+            {"disk_encryption", to_string(p.disk_encryption)},
+            {"rooted", to_string(p.rooted)},
+            {"os_version_number", p.os_version_number},
+            {"pin_set", p.pin_set},
+            {"pin_length", p.pin_length},
+            {"pin_simple", p.pin_simple},
+            {"device_time", p.device_time},
+            {"clock_rollback_seconds", p.clock_rollback_seconds},
+            {"cache_bytes", p.cache_bytes},
+            {"network", p.network}};
+  if (p.content_waiting_bytes > 0) {
+    j["content_waiting_bytes"] = p.content_waiting_bytes;
+    j["disk_free_bytes"] = p.disk_free_bytes;
+  }
+  return j;
 }
 
 json reasons_json(std::span<const ComplianceReason> reasons) {
@@ -137,6 +142,9 @@ Posture read_posture(JsonReader& parent) {
   p.clock_rollback_seconds = r.integer("clock_rollback_seconds", 0, kLatestTime);
   p.cache_bytes = static_cast<std::uint64_t>(r.integer("cache_bytes", 0, INT64_MAX));
   p.network = r.text("network", kMaxNetwork);
+  p.content_waiting_bytes =
+      static_cast<std::uint64_t>(r.integer("content_waiting_bytes", 0, INT64_MAX, false));
+  p.disk_free_bytes = static_cast<std::uint64_t>(r.integer("disk_free_bytes", 0, INT64_MAX, false));
   if (r.ok() &&
       std::find(std::begin(kNetworks), std::end(kNetworks), p.network) == std::end(kNetworks))
     r.fail(errc::invalid_value,

@@ -64,6 +64,7 @@ constexpr Setting kSettings[] = {
     {"allow_export", &Policy::allow_export, Stricter::is_false},
     {"max_cache_mb", &Policy::max_cache_mb, Stricter::smaller_nonzero},
     {"wifi_only_downloads", &Policy::wifi_only_downloads, Stricter::is_true},
+    {"download_on_demand_mb", &Policy::download_on_demand_mb, Stricter::smaller_nonzero},
     {"certificate_lifetime_days", &Policy::certificate_lifetime_days, Stricter::smaller},
 };
 
@@ -97,7 +98,7 @@ constexpr bool every_integer_setting_has_a_range() {
   for (const Setting& s : kSettings)
     if (std::holds_alternative<int Policy::*>(s.member) && !has_integer_range(s.name))
       return false;
-  return std::size(kIntegerSettingRanges) == 7;
+  return std::size(kIntegerSettingRanges) == 8;
 }
 static_assert(every_integer_setting_has_a_range(), "an integer setting has no range");
 

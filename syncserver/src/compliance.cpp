@@ -166,6 +166,12 @@ ComplianceVerdict evaluate_compliance(const protocol::Policy& policy,
           "Kaban's data on this device takes " + mib(posture.cache_bytes) + ", more than the " +
               std::to_string(policy.max_cache_mb) +
               " MiB the policy allows; remove courses that are no longer needed");
+  if (posture.content_waiting_bytes > 0)
+    e.add("disk", ComplianceAction::warn,
+          "the device's disk is nearly full: " + mib(posture.content_waiting_bytes) +
+              " of course content waits for space (" + mib(posture.disk_free_bytes) +
+              " free); free space on the device, or `kaban storage` there shows what Kaban "
+              "can free");
   return std::move(e).finish();
 }
 

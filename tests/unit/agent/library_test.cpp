@@ -582,5 +582,186 @@ TEST_F(LibraryTest, AnExpiredCourseIsRemovedByTheNewestVersionsDate) {
   EXPECT_EQ(count("chunks"), 1);
 }
 
+// ---- Download on demand ----
+
+// l0: a small handout; l1: a "video" of 3 chunks, one shared with l2's "video"; l2: 2 chunks.
+const std::vector<FileSpec> kWithVideos = {
+    {"handout.txt", {"Read this first."}},
+    {"video1.mp4", {std::string(400, 'a'), std::string(400, 'b'), std::string(400, 'c')}},
+    {"video2.mp4", {std::string(400, 'c'), std::string(400, 'd')}},
+};
+
+// Fetches what missing_by_version lists and completes, as a sync does.
+void fill(Library& library, const Published& p) {
+  auto needs = library.missing_by_version();
+  ASSERT_TRUE(needs);
+  std::vector<ChunkData> batch;
+  for (const auto& v : needs.value())
+    for (const auto& ref : v.chunks)
+      for (const auto& c : p.chunks)
+        if (c.sha256 == ref.sha256)
+          batch.push_back(c);
+  ASSERT_TRUE(library.put_chunks(batch));
+  ASSERT_TRUE(library.complete_versions());
+}
+
+std::uint64_t lesson_missing(Library& library, std::string_view course, std::string_view id) {
+  auto lessons = library.lessons(course);
+  EXPECT_TRUE(lessons);
+  for (const LessonInfo& l : lessons.value())
+    if (l.id == id)
+      return l.missing_bytes;
+  ADD_FAILURE() << "no lesson " << id;
+  return 0;
+}
+
+TEST_F(LibraryTest, LargeFilesWaitForAPinAndTheCourseIsReadableWithoutThem) {
+  ASSERT_TRUE(library().set_on_demand_threshold(1000));
+  const Published p = publish(key_, "media", 1, kWithVideos);
+  ASSERT_TRUE(library().add_course_version(p.change, key_.public_key()));
+  // video1 (1,200 bytes) waits for a pin; video2 (800) is under the threshold and is fetched.
+  auto missing = library().missing_chunks();
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing.value().size(), 3u);  // handout, c (video2 needs it), d
+  fill(library(), p);
+
+  auto courses = library().courses();
+  ASSERT_TRUE(courses);
+  ASSERT_EQ(courses.value().size(), 1u);
+  EXPECT_TRUE(courses.value()[0].ready);
+  EXPECT_EQ(courses.value()[0].on_demand_bytes, 800u);
+  EXPECT_EQ(read("media", "l0").value(), p.content.at("handout.txt"));
+  EXPECT_EQ(read("media", "l2").value(), p.content.at("video2.mp4"));
+  EXPECT_EQ(lesson_missing(library(), "media", "l1"), 800u);  // a and b; c is held
+  auto closed = read("media", "l1");
+  ASSERT_FALSE(closed);
+  EXPECT_EQ(closed.error(), errc::not_downloaded);
+
+  // Pinning it makes the complete version want its chunks; the next sync fetches them.
+  EXPECT_TRUE(library().pin_lesson("media", "l1").value());
+  EXPECT_FALSE(library().pin_lesson("media", "l1").value());
+  auto wanted = library().missing_by_version();
+  ASSERT_TRUE(wanted);
+  ASSERT_EQ(wanted.value().size(), 1u);
+  EXPECT_EQ(wanted.value()[0].version, 1);
+  EXPECT_EQ(wanted.value()[0].chunks.size(), 2u);
+  fill(library(), p);
+  EXPECT_EQ(read("media", "l1").value(), p.content.at("video1.mp4"));
+  EXPECT_EQ(lesson_missing(library(), "media", "l1"), 0u);
+  EXPECT_EQ(library().courses().value()[0].on_demand_bytes, 0u);
+
+  auto pin_unknown = library().pin_lesson("media", "l9");
+  ASSERT_FALSE(pin_unknown);
+  EXPECT_EQ(pin_unknown.error(), errc::not_found);
+}
+
+TEST_F(LibraryTest, UnpinningFreesOnlyWhatNothingElseNeeds) {
+  ASSERT_TRUE(library().set_on_demand_threshold(700));  // both videos on demand
+  const Published p = publish(key_, "media", 1, kWithVideos);
+  ASSERT_TRUE(library().add_course_version(p.change, key_.public_key()));
+  ASSERT_TRUE(library().pin_lesson("media", "l1"));
+  ASSERT_TRUE(library().pin_lesson("media", "l2"));
+  fill(library(), p);
+  const auto before = library().stored_bytes().value();
+
+  // l1 unpinned: a and b go; c stays for the pinned l2.
+  auto freed = library().unpin_lesson("media", "l1");
+  ASSERT_TRUE(freed);
+  ASSERT_TRUE(freed.value());
+  EXPECT_EQ(*freed.value(), 800u);
+  EXPECT_EQ(library().stored_bytes().value(), before - 800);
+  EXPECT_EQ(read("media", "l2").value(), p.content.at("video2.mp4"));
+  EXPECT_FALSE(library().unpin_lesson("media", "l1").value().has_value());
+
+  auto report = library().storage();
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report.value().on_demand_threshold, 700u);
+  EXPECT_EQ(report.value().freeable, 0u);
+  ASSERT_EQ(report.value().courses.size(), 1u);
+  const CourseStorage& c = report.value().courses[0];
+  ASSERT_EQ(c.lessons.size(), 3u);
+  EXPECT_FALSE(c.lessons[1].pinned);
+  EXPECT_EQ(c.lessons[1].held, 400u);  // c, which l2 keeps
+  EXPECT_EQ(c.lessons[1].on_demand_size, 1200u);
+  EXPECT_TRUE(c.lessons[2].pinned);
+  EXPECT_EQ(c.lessons[2].held, 800u);
+}
+
+TEST_F(LibraryTest, MediaHeldWithoutAPinIsKeptUntilFreed) {
+  // A bundle brings every chunk, on demand or not: they stay readable, and can be freed.
+  ASSERT_TRUE(library().set_on_demand_threshold(700));
+  const Published p = publish(key_, "media", 1, kWithVideos);
+  ASSERT_TRUE(library().add_course_version(p.change, key_.public_key()));
+  ASSERT_TRUE(library().put_chunks(p.chunks));
+  ASSERT_TRUE(library().complete_versions());
+  EXPECT_EQ(read("media", "l1").value(), p.content.at("video1.mp4"));
+  EXPECT_EQ(library().storage().value().freeable, 1600u);  // a, b, c, d
+  EXPECT_EQ(library().storage_free().value(), 1600u);
+  EXPECT_EQ(read("media", "l0").value(), p.content.at("handout.txt"));
+  EXPECT_EQ(read("media", "l1").error(), errc::not_downloaded);
+  EXPECT_EQ(library().storage().value().freeable, 0u);
+}
+
+TEST_F(LibraryTest, APinnedLessonKeepsTheOldVersionUntilItsNewMediaIsHere) {
+  ASSERT_TRUE(library().set_on_demand_threshold(700));
+  const Published v1 = publish(key_, "media", 1, kWithVideos);
+  ASSERT_TRUE(library().add_course_version(v1.change, key_.public_key()));
+  ASSERT_TRUE(library().pin_lesson("media", "l1"));
+  fill(library(), v1);
+
+  auto files = kWithVideos;
+  files[1].pieces[1] = std::string(400, 'B');  // the pinned video changes
+  files[2].pieces[1] = std::string(400, 'D');  // an unpinned one too
+  const Published v2 = publish(key_, "media", 2, files);
+  ASSERT_TRUE(library().add_course_version(v2.change, key_.public_key()));
+  auto needs = library().missing_by_version();
+  ASSERT_TRUE(needs);
+  ASSERT_EQ(needs.value().size(), 1u);
+  EXPECT_EQ(needs.value()[0].version, 2);
+  EXPECT_EQ(hashes(needs.value()[0].chunks),
+            std::vector<std::string>{hex_sha256(files[1].pieces[1])});
+  // Not complete without the pinned lesson's new chunk: version 1 is what is read.
+  ASSERT_TRUE(library().complete_versions().value().empty());
+  EXPECT_EQ(read("media", "l1").value(), v1.content.at("video1.mp4"));
+  fill(library(), v2);
+  EXPECT_EQ(library().courses().value()[0].version, 2);
+  EXPECT_EQ(read("media", "l1").value(), v2.content.at("video1.mp4"));
+  // The pin outlived the version.
+  EXPECT_TRUE(library().lessons("media").value()[1].pinned);
+}
+
+TEST_F(LibraryTest, ChangingTheThresholdMarksHeldVersionsAgain) {
+  const Published p = publish(key_, "media", 1, kWithVideos);
+  ASSERT_TRUE(library().add_course_version(p.change, key_.public_key()));
+  EXPECT_EQ(library().missing_chunks().value().size(), 5u);
+  ASSERT_TRUE(library().set_on_demand_threshold(700));
+  EXPECT_EQ(library().missing_chunks().value().size(), 1u);  // the handout
+  EXPECT_EQ(library().on_demand_threshold().value(), 700u);
+  ASSERT_TRUE(library().set_on_demand_threshold(0));
+  EXPECT_EQ(library().missing_chunks().value().size(), 5u);
+}
+
+TEST_F(LibraryTest, UnpinningGivesTheSpaceBackToTheFileSystem) {
+  ASSERT_TRUE(library().set_on_demand_threshold(256 * 1024));
+  std::vector<std::string> pieces;
+  for (char c : {'x', 'y', 'z', 'w'})
+    pieces.push_back(std::string(128 * 1024, c));
+  const Published p = publish(key_, "media", 1, {{"small.txt", {"hello"}}, {"video.mp4", pieces}});
+  ASSERT_TRUE(library().add_course_version(p.change, key_.public_key()));
+  ASSERT_TRUE(library().pin_lesson("media", "l1"));
+  fill(library(), p);
+  const std::uint64_t full = Store::disk_size(dir_);
+  EXPECT_EQ(*library().unpin_lesson("media", "l1").value(), 512u * 1024);
+  EXPECT_LT(Store::disk_size(dir_), full - 500 * 1024) << "the store's file shrank";
+}
+
+TEST_F(LibraryTest, RemovingACourseDropsItsPins) {
+  ASSERT_TRUE(library().set_on_demand_threshold(700));
+  install(publish(key_, "media", 1, kWithVideos));
+  ASSERT_TRUE(library().pin_lesson("media", "l1"));
+  ASSERT_TRUE(library().remove_course("media"));
+  EXPECT_EQ(count("pinned_lessons"), 0);
+}
+
 }  // namespace
 }  // namespace kaban::agent

@@ -195,6 +195,24 @@ TEST(Messages, CheckinRequestRoundTripsWithPosture) {
   const json j = json::parse(to_json(req));
   EXPECT_EQ(j["posture"]["rooted"], "not_applicable");
   EXPECT_EQ(j["posture"]["cache_bytes"], 5'000'000'000ULL);
+  // Without a disk shortage the posture says nothing of one (an older server reads it as before).
+  EXPECT_FALSE(j["posture"].contains("content_waiting_bytes"));
+  EXPECT_FALSE(j["posture"].contains("disk_free_bytes"));
+}
+
+TEST(Messages, ADiskShortageTravelsInThePosture) {
+  CheckinRequest req;
+  req.device = laptop();
+  req.posture = full_posture();
+  req.posture.content_waiting_bytes = 700'000'000;
+  req.posture.disk_free_bytes = 12'000'000;
+  std::string why;
+  auto parsed = parse_checkin_request(to_json(req), &why);
+  ASSERT_TRUE(parsed) << why;
+  EXPECT_EQ(parsed.value().posture, req.posture);
+  const json j = json::parse(to_json(req));
+  EXPECT_EQ(j["posture"]["content_waiting_bytes"], 700'000'000);
+  EXPECT_EQ(j["posture"]["disk_free_bytes"], 12'000'000);
 }
 
 TEST(Messages, AnOlderAgentsCheckinStillParses) {

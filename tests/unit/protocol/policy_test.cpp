@@ -39,6 +39,7 @@ constexpr std::string_view kEverySetting = R"({
   "allow_export": false,
   "max_cache_mb": 2048,
   "wifi_only_downloads": true,
+  "download_on_demand_mb": 50,
   "certificate_lifetime_days": 7
 })";
 
@@ -87,6 +88,7 @@ TEST(PolicyFile, BuiltInDefaultsAreTheDocumentedOnes) {
   EXPECT_TRUE(p.allow_export);
   EXPECT_EQ(p.max_cache_mb, 0);
   EXPECT_FALSE(p.wifi_only_downloads);
+  EXPECT_EQ(p.download_on_demand_mb, 0);
   EXPECT_EQ(p.certificate_lifetime_days, 30);
 }
 
@@ -115,6 +117,7 @@ TEST(PolicyFile, ParsesEverySetting) {
   EXPECT_FALSE(p.allow_export);
   EXPECT_EQ(p.max_cache_mb, 2048);
   EXPECT_TRUE(p.wifi_only_downloads);
+  EXPECT_EQ(p.download_on_demand_mb, 50);
   EXPECT_EQ(p.certificate_lifetime_days, 7);
 }
 
@@ -168,6 +171,7 @@ TEST(PolicyFile, IntegerRangesAreTheDocumentedOnes) {
   EXPECT_EQ(range_of("offline_block_minutes"), (std::pair{0, 525600}));
   EXPECT_EQ(range_of("offline_wipe_days"), (std::pair{0, 3650}));
   EXPECT_EQ(range_of("max_cache_mb"), (std::pair{0, 1048576}));
+  EXPECT_EQ(range_of("download_on_demand_mb"), (std::pair{0, 1048576}));
   EXPECT_EQ(range_of("certificate_lifetime_days"), (std::pair{1, 365}));
 }
 
@@ -435,6 +439,11 @@ TEST(EffectivePolicy, TheMostRestrictiveValueWinsForEverySetting) {
        [](const Policy& p) { return p.max_cache_mb == 0; }, "max_cache_mb both no limit"},
       {R"({"wifi_only_downloads": false})", R"({"wifi_only_downloads": true})",
        [](const Policy& p) { return p.wifi_only_downloads; }, "wifi_only_downloads"},
+      {R"({"download_on_demand_mb": 50})", R"({"download_on_demand_mb": 200})",
+       [](const Policy& p) { return p.download_on_demand_mb == 50; }, "download_on_demand_mb"},
+      {R"({"download_on_demand_mb": 0})", R"({"download_on_demand_mb": 200})",
+       [](const Policy& p) { return p.download_on_demand_mb == 200; },
+       "download_on_demand_mb 0 = off"},
       {R"({"certificate_lifetime_days": 90})", R"({"certificate_lifetime_days": 14})",
        [](const Policy& p) { return p.certificate_lifetime_days == 14; },
        "certificate_lifetime_days"},

@@ -222,6 +222,18 @@ TEST(ComplianceTest, AStoreOverTheCacheLimitWarns) {
   EXPECT_EQ(evaluate(policy, posture).verdict, Verdict::compliant);
 }
 
+TEST(ComplianceTest, ContentWaitingForDiskSpaceWarns) {
+  protocol::Policy policy;
+  auto posture = good_posture();
+  EXPECT_EQ(evaluate(policy, posture).verdict, Verdict::compliant);
+  posture.content_waiting_bytes = 300ull * 1024 * 1024;
+  posture.disk_free_bytes = 20ull * 1024 * 1024;
+  const std::string message =
+      expect_only(evaluate(policy, posture), "disk", ComplianceAction::warn);
+  EXPECT_NE(message.find("300 MiB"), std::string::npos) << message;
+  EXPECT_NE(message.find("20 MiB free"), std::string::npos) << message;
+}
+
 TEST(ComplianceTest, TheVerdictIsTheWorstActionAndEveryReasonIsListed) {
   protocol::Policy policy;
   policy.require_screen_lock = true;

@@ -18,13 +18,6 @@
 
 namespace kaban::agent {
 
-/// Free space an import leaves on the store's file system beyond what it stores, so the store
-/// (its journal, its pages' overhead) and the rest of the device have room to work.
-inline constexpr std::uint64_t kImportSpaceMargin = 64 * 1024 * 1024;
-/// The store takes up to about 1/kImportOverheadDivisor more than the chunk bytes it holds
-/// (sealed pages carry a nonce and tag; B-tree pages are not full).
-inline constexpr std::uint64_t kImportOverheadDivisor = 16;
-
 /// What an import is about to do, once the bundle's manifest verified.
 struct ImportPlan {
   std::string course_id;
@@ -47,8 +40,8 @@ struct ImportOptions {
   std::function<void(const ImportPlan&)> on_start;
   /// Called as chunk bytes are read (their total is ImportPlan::chunk_bytes).
   std::function<void(std::uint64_t bytes)> on_bytes;
-  /// Free bytes on the file system holding the directory. Empty: std::filesystem::space's
-  /// `available` (statvfs on POSIX). Tests give their own.
+  /// Free bytes on the file system holding the directory. Empty: Store::free_space. Tests
+  /// give their own.
   std::function<Result<std::uint64_t>(const std::filesystem::path& dir)> free_space;
 };
 
@@ -87,12 +80,12 @@ struct ImportReport {
 /// (already_held, newer_held): nothing is changed. Otherwise the version is added to the
 /// Library (a sync would skip it from then on) and the chunks the store lacks are counted:
 /// past the policy's max_cache_mb, errc::not_allowed; with less free space on the store's file
-/// system than their bytes, a 1/kImportOverheadDivisor overhead and kImportSpaceMargin,
-/// errc::disk_full; `why` says how much is needed and what there is, and no chunk is stored.
-/// Then the chunks are read in order, each checked against its hash and against the chunk the
-/// signed manifest lists at that place; those the store lacks are stored in batches; and once
-/// the end marker and the digest verified, Library::complete_versions() makes the version
-/// readable (every file checked against its SHA-256), replacing an older one.
+/// system than Store::room_needed() for their bytes, errc::disk_full; `why` says how much is needed
+/// and what there is, and no chunk is stored. Then the chunks are read in order, each checked
+/// against its hash and against the chunk the signed manifest lists at that place; those the store
+/// lacks are stored in batches; and once the end marker and the digest verified,
+/// Library::complete_versions() makes the version readable (every file checked against its
+/// SHA-256), replacing an older one.
 ///
 /// A bundle that is cut short, altered or damaged anywhere fails with errc::bundle_invalid and
 /// `why` naming what and where (the region, the chunk, the byte offset): no version of it becomes

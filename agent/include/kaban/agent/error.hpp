@@ -35,6 +35,7 @@ enum class errc {
   certificate_expired,  ///< the device certificate expired: the device must enroll again
   bundle_invalid,       ///< an offline bundle that is truncated, altered, or from another server
   disk_full,            ///< too little free space left on the device to download or import
+  not_downloaded,       ///< a lesson's large media is fetched on demand and is not here yet
 };
 
 const std::error_category& error_category() noexcept;

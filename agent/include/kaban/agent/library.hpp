@@ -3,9 +3,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kaban/agent/store.hpp"
@@ -23,6 +25,27 @@ struct ChunkData {
   std::string bytes;
 };
 
+/// A chunk whose bytes matched its SHA-256 when verify() made it, and cannot change since:
+/// Library::put_chunks stores these without hashing them again. Sync verifies each chunk as
+/// it arrives (a damaged one is fetched again at once), so its commits need not hash twice.
+class VerifiedChunk {
+ public:
+  /// The chunk, if SHA-256 of `bytes` is `sha256` (64 lower-case hex digits); else nullopt.
+  static std::optional<VerifiedChunk> verify(std::string sha256, std::string bytes);
+
+  const std::string& sha256() const noexcept { return sha256_; }
+  const std::string& bytes() const noexcept { return bytes_; }
+  /// Gives up the bytes; the chunk is of no further use.
+  std::string take_bytes() && noexcept { return std::move(bytes_); }
+
+ private:
+  VerifiedChunk(std::string sha256, std::string bytes) noexcept
+      : sha256_(std::move(sha256)), bytes_(std::move(bytes)) {}
+
+  std::string sha256_;
+  std::string bytes_;
+};
+
 /// A course as the reader sees it. Its fields come from the newest complete version, or, while
 /// a course is downloaded for the first time, from the version being downloaded.
 struct CourseInfo {
@@ -34,6 +57,8 @@ struct CourseInfo {
   std::uint64_t total_size = 0;     ///< bytes of all its files
   bool ready = false;               ///< true once a complete version can be read
   std::uint64_t pending_bytes = 0;  ///< bytes still missing for the newest incomplete version
+  /// Bytes of the newest version's on-demand media not on the device (lessons not pinned).
+  std::uint64_t on_demand_bytes = 0;
 };
 
 /// A lesson of a readable course.
@@ -43,8 +68,39 @@ struct LessonInfo {
   std::string title;
   std::string kind;  ///< see protocol::is_lesson_kind
   std::int64_t duration_minutes = 0;
-  std::vector<std::string> files;  ///< files[0] is the one to open
-  std::uint64_t size = 0;          ///< bytes of its files
+  std::vector<std::string> files;   ///< files[0] is the one to open
+  std::uint64_t size = 0;           ///< bytes of its files
+  bool pinned = false;              ///< the person pinned it (`kaban pin`)
+  std::uint64_t missing_bytes = 0;  ///< bytes of its files not on the device (on demand)
+};
+
+/// What the store holds of one lesson, for `kaban storage`.
+struct LessonStorage {
+  std::string id;
+  std::string title;
+  bool pinned = false;
+  std::uint64_t size = 0;            ///< bytes of its files
+  std::uint64_t held = 0;            ///< bytes of its files' chunks on the device
+  std::uint64_t on_demand_size = 0;  ///< bytes of its files fetched only when pinned
+};
+
+/// What the store holds of one course, for `kaban storage`.
+struct CourseStorage {
+  std::string id;
+  std::string title;
+  std::int64_t version = 0;    ///< the version described: newest readable, else newest held
+  std::uint64_t size = 0;      ///< bytes of its files
+  std::uint64_t held = 0;      ///< bytes of chunks on the device that its versions use
+  std::uint64_t freeable = 0;  ///< of those, media of lessons not pinned: `kaban storage --free`
+  std::vector<LessonStorage> lessons;  ///< in manifest order
+};
+
+/// The store's course content, for `kaban storage`.
+struct StorageReport {
+  std::uint64_t on_demand_threshold = 0;  ///< bytes; 0 = every file is downloaded at sync
+  std::uint64_t held = 0;                 ///< bytes of course chunks held
+  std::uint64_t freeable = 0;             ///< bytes storage_free() would release
+  std::vector<CourseStorage> courses;     ///< by id
 };
 
 /// The course content held in a Store. A version is added from its signed manifest, fills up
@@ -90,6 +146,8 @@ class Library {
   /// writing anything; then stores the whole batch in one transaction (chunks already held are
   /// skipped). errc::content_invalid if any chunk fails; nothing of the batch is stored then.
   Result<void> put_chunks(std::span<const ChunkData> chunks);
+  /// The same for chunks verified already: only the check that some held version uses each.
+  Result<void> put_chunks(std::span<const VerifiedChunk> chunks);
 
   /// Completes every incomplete version whose chunks are all stored: in one transaction per
   /// version, marks it complete, drops the course's older versions and deletes the chunks no
@@ -128,6 +186,33 @@ class Library {
 
   /// Bytes of chunk content held (complete and in-progress versions alike).
   Result<std::uint64_t> stored_bytes();
+
+  // ---- Download on demand (docs/content.md) ----
+  // A file of at least the threshold (the device policy's download_on_demand_mb) is fetched
+  // only for a lesson that is pinned; a version becomes readable once every other file is
+  // stored. Its chunks, once held, stay until the lesson is unpinned or storage_free() runs.
+
+  /// Sets the threshold in bytes (0: every file is fetched) and, if it changed, marks what
+  /// every version held defers. Kept in the store: the CLI and sync apply the policy's.
+  Result<void> set_on_demand_threshold(std::uint64_t bytes);
+  Result<std::uint64_t> on_demand_threshold();
+
+  /// Pins a lesson of a held course: its files are fetched at the next sync whatever their
+  /// size, and it stays pinned across versions. False if it already was. errc::not_found if no
+  /// version held has that lesson.
+  Result<bool> pin_lesson(std::string_view course_id, std::string_view lesson_id);
+
+  /// Unpins a lesson and deletes the chunks of its on-demand files that nothing else needs.
+  /// Returns the bytes freed, or std::nullopt if the lesson was not pinned.
+  Result<std::optional<std::uint64_t>> unpin_lesson(std::string_view course_id,
+                                                    std::string_view lesson_id);
+
+  /// What is held, per course and lesson, and what could be freed.
+  Result<StorageReport> storage();
+
+  /// Deletes every held chunk that only on-demand files of lessons not pinned use (media a
+  /// bundle brought, or of a lesson unpinned while it was being read). Returns bytes freed.
+  Result<std::uint64_t> storage_free();
 
  private:
   Store& store_;

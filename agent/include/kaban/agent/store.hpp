@@ -61,9 +61,26 @@ class Store {
   /// counts 0. The posture's cache size and the policy's max_cache_mb use it. Any thread.
   static std::uint64_t disk_size(const std::filesystem::path& dir);
 
+  /// Bytes free for an unprivileged writer on the file system holding `dir`
+  /// (std::filesystem::space's `available`: statvfs on POSIX). Any thread.
+  static Result<std::uint64_t> free_space(const std::filesystem::path& dir);
+
+  /// Free bytes the store's file system must have before `new_bytes` of chunks are stored:
+  /// the bytes, up to 1/16 more (sealed pages carry a nonce and tag; B-tree pages are not
+  /// full), and 64 MiB left so the store's journal and the rest of the device have room to
+  /// work. Sync and bundle import both stop short of it rather than fail half-way.
+  static constexpr std::uint64_t room_needed(std::uint64_t new_bytes) noexcept {
+    return new_bytes + new_bytes / 16 + std::uint64_t{64} * 1024 * 1024;
+  }
+
   Store(Store&&) noexcept;
   Store& operator=(Store&&) noexcept;
   ~Store();
+
+  /// Gives the pages deleted rows left free back to the file system, so the store's files
+  /// shrink (stores created by this version; an older store keeps them for its own reuse).
+  /// Call outside a transaction, after deleting much (a course, a lesson's media).
+  Result<void> release_free_pages();
 
   SQLite::Database& db() noexcept { return *db_; }
   const std::filesystem::path& dir() const noexcept { return dir_; }

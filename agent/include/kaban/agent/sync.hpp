@@ -22,6 +22,10 @@ struct SyncOptions {
   /// Received chunks are committed to the store in one transaction per this many bytes (or at
   /// the end, or when stopped), so an interruption loses at most one batch.
   std::size_t commit_batch_bytes = 8 * 1024 * 1024;
+  /// Chunks held in memory at most, from the request to the commit: downloading, waiting for
+  /// the store and being committed (at least commit_batch_bytes plus the largest chunk). Download
+  /// threads wait for room, so memory stays bounded however large the course.
+  std::size_t max_buffered_bytes = 16 * 1024 * 1024;
   /// Changes asked for per page.
   int changes_page = 100;
   std::chrono::milliseconds connect_timeout{10'000};
@@ -45,6 +49,9 @@ struct SyncOptions {
   /// wifi_only_downloads. Empty: platform::network_kind(). An app whose OS says more (a metered
   /// network flag) passes its own answer.
   std::function<std::string()> network_kind;
+  /// Free bytes on the file system holding the store. Empty: Store::free_space. Tests give
+  /// their own to play a nearly full disk.
+  std::function<Result<std::uint64_t>(const std::filesystem::path& dir)> free_space;
 };
 
 /// Why course downloads waited although the feed had new content.
@@ -52,6 +59,7 @@ enum class DownloadDeferral {
   none,
   wifi_only,    ///< the policy's wifi_only_downloads, on a cellular network
   cache_limit,  ///< the policy's max_cache_mb: the store would grow past it
+  disk_full,    ///< the disk holding the store lacks room for them (Store::room_needed)
 };
 
 struct SyncReport {
@@ -75,6 +83,8 @@ struct SyncReport {
   std::uint64_t deferred_bytes = 0;      ///< course bytes not downloaded because of it
   std::uint64_t cache_limit_bytes = 0;   ///< cache_limit: the policy's limit, in bytes
   std::uint64_t cache_needed_bytes = 0;  ///< cache_limit: what the store would need in all
+  std::uint64_t disk_free_bytes = 0;     ///< disk_full: free bytes on the store's disk
+  std::uint64_t disk_needed_bytes = 0;   ///< disk_full: free bytes all of it would need
   std::size_t new_versions = 0;          ///< course versions received from the change feed
   std::size_t chunks_downloaded = 0;
   std::uint64_t bytes_downloaded = 0;
@@ -121,7 +131,10 @@ struct SyncReport {
 /// - verdict blocked: only an inbox pass of IT's messages (`from=it`, its cursor not stored);
 ///   no outbox, no other messages, no course feed or chunks.
 /// Course chunks wait on a cellular network under wifi_only_downloads, and stop before the
-/// store would pass max_cache_mb (downloads_deferred says which; messages still flow).
+/// store would pass max_cache_mb or the disk holding it would run out of room (whole course
+/// versions that fit are fetched; downloads_deferred says which limit; messages still flow).
+/// A shortage of disk space is kept and reported in the next check-in's posture. Files of at
+/// least the policy's download_on_demand_mb are fetched only for pinned lessons.
 /// Course chunks come from the first content mirror the check-in names that answers (with the
 /// device certificate, checked against the pinned CA and the mirror's host name), each checked
 /// against its hash as always: a damaged one is fetched once more from the server, and a mirror

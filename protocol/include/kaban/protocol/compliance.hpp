@@ -37,6 +37,11 @@ struct Posture {
   std::int64_t clock_rollback_seconds = 0;
   std::uint64_t cache_bytes = 0;    ///< bytes of the encrypted store on disk
   std::string network = "unknown";  ///< "wifi", "cellular", "wired" or "unknown"
+  /// Bytes of course content the device's last sync left waiting because the disk holding the
+  /// store was nearly full (0: none), and the free bytes that disk had then. Both are sent only
+  /// when content_waiting_bytes is not 0, so a check-in without a shortage reads as before.
+  std::uint64_t content_waiting_bytes = 0;
+  std::uint64_t disk_free_bytes = 0;
   friend bool operator==(const Posture&, const Posture&) = default;
 };
 

@@ -70,6 +70,7 @@ struct Policy {
   bool allow_export = true;              ///< `kaban open --out` may write lesson files out
   int max_cache_mb = 0;                  ///< 0..1048576, 0 = no limit: the store's largest size
   bool wifi_only_downloads = false;      ///< course content only over Wi-Fi or wired networks
+  int download_on_demand_mb = 0;         ///< 0..1048576, 0 = off: files this large only when pinned
   int certificate_lifetime_days = 30;    ///< 1..365: device certificates renewed at check-in
   friend bool operator==(const Policy&, const Policy&) = default;
 };
@@ -91,6 +92,7 @@ inline constexpr std::string_view kPolicySettings[] = {"pin_required",
                                                        "allow_export",
                                                        "max_cache_mb",
                                                        "wifi_only_downloads",
+                                                       "download_on_demand_mb",
                                                        "certificate_lifetime_days"};
 
 /// The range each integer setting must be in (inclusive). parse_policy_file and parse_policy
@@ -107,6 +109,7 @@ inline constexpr IntegerSettingRange kIntegerSettingRanges[] = {
     {"offline_block_minutes", 0, 525600},
     {"offline_wipe_days", 0, 3650},
     {"max_cache_mb", 0, 1048576},
+    {"download_on_demand_mb", 0, 1048576},
     {"certificate_lifetime_days", 1, 365}};
 
 /// Longest PolicyFile::description, in bytes.
@@ -140,7 +143,8 @@ std::string policy_file_to_json(const PolicyFile& file);
 /// default if none does. Most restrictive: true for pin_required, pin_block_simple, require_*,
 /// wifi_only_downloads; false for allow_export; the larger pin_min_length; the smaller
 /// pin_max_attempts, pin_idle_minutes, certificate_lifetime_days; the smaller non-zero
-/// offline_block_minutes, offline_wipe_days, max_cache_mb (0 counts as "never"/"no limit");
+/// offline_block_minutes, offline_wipe_days, max_cache_mb, download_on_demand_mb (0 counts as
+/// "never"/"no limit"/"off");
 /// wipe over lock; the more severe rooted_action; per platform, the higher version and the more
 /// severe action of min_agent_version and min_os_version (taken separately).
 Policy effective_policy(std::span<const PolicyFile> files);
