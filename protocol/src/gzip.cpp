@@ -74,6 +74,15 @@ void grow_to(std::string& out, std::size_t used, std::size_t size) {
   out.swap(larger);
 }
 
+// Hands zlib the next slice of `data` once it has used the last one (zlib counts in uInt).
+void feed_input(z_stream& zs, std::string_view data, std::size_t& consumed) {
+  if (zs.avail_in != 0 || consumed == data.size())
+    return;
+  zs.next_in = as_bytes(data.data() + consumed);
+  zs.avail_in = slice(data.size() - consumed);
+  consumed += zs.avail_in;
+}
+
 }  // namespace
 
 std::string gzip_compress(std::string_view data) {
@@ -89,11 +98,7 @@ std::string gzip_compress(std::string_view data) {
   std::size_t consumed = 0;
   std::size_t produced = 0;
   for (;;) {
-    if (zs.avail_in == 0 && consumed < data.size()) {
-      zs.next_in = as_bytes(data.data() + consumed);
-      zs.avail_in = slice(data.size() - consumed);
-      consumed += zs.avail_in;
-    }
+    feed_input(zs, data, consumed);
     if (produced == out.size())
       out.resize(out.size() * 2);
     zs.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
@@ -124,11 +129,7 @@ Result<std::string> gzip_decompress(std::string_view data, std::size_t max_size)
   std::size_t consumed = 0;
   std::size_t produced = 0;
   for (;;) {
-    if (zs.avail_in == 0 && consumed < data.size()) {
-      zs.next_in = as_bytes(data.data() + consumed);
-      zs.avail_in = slice(data.size() - consumed);
-      consumed += zs.avail_in;
-    }
+    feed_input(zs, data, consumed);
     if (produced == out.size()) {
       // Grow geometrically but never past the limit, so a small body that would expand to
       // gigabytes costs at most max_size + 1 bytes before it is refused.

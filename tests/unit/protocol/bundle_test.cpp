@@ -7,9 +7,12 @@
 
 #include "kaban/crypto/sha256.hpp"
 #include "kaban/protocol/error.hpp"
+#include "test_support.hpp"
 
 namespace kaban::protocol {
 namespace {
+
+using kaban::testing::noise;
 
 std::string hex_sha256(std::string_view bytes) {
   return crypto::to_hex(crypto::sha256(crypto::as_bytes(bytes)));
@@ -23,19 +26,6 @@ std::string raw_sha256(std::string_view bytes) {
 std::string u32(std::uint32_t n) {
   return {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
           static_cast<char>(n)};
-}
-
-// Bytes that differ from chunk to chunk, so each has its own hash.
-std::string noise(std::size_t n, std::uint32_t seed) {
-  std::string s(n, '\0');
-  std::uint32_t x = seed * 2654435761u + 1;
-  for (char& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
 }
 
 // A course of two files whose chunks are a, b (file 1) and b, c (file 2): a bundle holds a, b, c.
