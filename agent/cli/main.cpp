@@ -1512,7 +1512,9 @@ int run_pin(const Globals& g, const std::string& lesson_ref) {
       if (l.id == lesson)
         missing = l.missing_bytes;
   std::cout << lesson_ref << (pinned.value() ? " pinned" : " was already pinned");
-  if (missing)
+  if (!lessons)  // the course is still downloading for the first time
+    std::cout << "; it downloads with the rest of the course at the next `kaban sync`";
+  else if (missing)
     std::cout << "; " << format_bytes(missing) << " downloads at the next `kaban sync`";
   else
     std::cout << "; everything it needs is on this device";
